@@ -1,0 +1,31 @@
+"""convt_blas: PyTorch's conv_transpose1d on BLAS, without torch.
+
+>>> import numpy as np, convt_blas
+>>> x = np.random.randn(20, 16, 50).astype(np.float32)
+>>> w = np.random.randn(16, 33, 5).astype(np.float32)
+>>> convt_blas.conv_transpose1d(x, w, stride=1).shape
+(20, 33, 54)
+"""
+import os
+
+from ._functional import conv_transpose1d, output_length
+from ._threads import get_num_threads, openmp_enabled, set_num_threads
+
+__version__ = "0.1.0"
+__all__ = [
+    "conv_transpose1d",
+    "output_length",
+    "get_num_threads",
+    "set_num_threads",
+    "openmp_enabled",
+    "get_include",
+]
+
+
+def get_include():
+    """Directory holding ``convt_blas.h`` (for C and Cython code built against convt_blas)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "include")
+    if os.path.isfile(os.path.join(installed, "convt_blas.h")):
+        return installed
+    return os.path.join(os.path.dirname(here), "include")  # source checkout

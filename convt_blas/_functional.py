@@ -1,0 +1,266 @@
+"""conv_transpose1d: argument checks and dispatch to the nogil kernel.
+
+Everything that can be wrong with the arguments is found here, before any
+memory of the caller's is written; the kernel then only computes.
+"""
+import numbers
+import threading
+
+import numpy as np
+
+from . import _threads, kernels
+
+_COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64),
+                   np.dtype(np.complex64), np.dtype(np.complex128))
+_HALF = np.dtype(np.float16)
+_SUPPORTED = "float16, float32, float64, complex64 or complex128"
+# Element counts beyond this cannot be indexed safely in 64-bit byte offsets.
+_MAX_ELEMENTS = 2 ** 59
+
+_workspaces = threading.local()
+
+
+def _as_array(obj, name):
+    """An ndarray viewing ``obj`` without a copy where possible (DLPack, __array__)."""
+    if isinstance(obj, np.ndarray):
+        return obj
+    if hasattr(obj, "__dlpack__"):
+        try:
+            return np.from_dlpack(obj)
+        except (BufferError, TypeError, ValueError, RuntimeError):
+            pass  # e.g. a device other than the CPU, or an unsupported dtype
+    try:
+        return np.asarray(obj)
+    except Exception as exc:  # any producer's own failure becomes one clear error
+        raise TypeError(f"{name} must be an array of numbers, got {type(obj).__name__}: {exc}") from exc
+
+
+def _check_dtype(arr, name):
+    dtype = arr.dtype
+    if not dtype.isnative and dtype.kind in "fc":
+        arr = arr.astype(dtype.newbyteorder("="))
+        dtype = arr.dtype
+    if dtype not in _COMPUTE_DTYPES and dtype != _HALF:
+        raise TypeError(f"{name} has dtype {dtype}; conv_transpose1d supports {_SUPPORTED}")
+    return arr
+
+
+def _single(value, name):
+    """An int from an int or a 1-element tuple/list, as torch's _single does."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(
+                f"expected {name} to be a single integer value or a list of 1 values "
+                f"to match the convolution dimensions, but got {name}={list(value)}")
+        value = value[0]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int or a 1-element tuple of ints, got {value!r}")
+    return int(value)
+
+
+def _kernel_strides(x):
+    """Element strides (batch, channel, length) the kernel accepts for ``x``, or None.
+
+    BLAS needs unit stride along the length (channel-major rows) or along the
+    channels (channels-last rows). Strides of size-1 axes never move the
+    address, so they are set to values that satisfy the kernel's checks.
+    """
+    if not x.flags.aligned:
+        return None
+    item = x.itemsize
+    n, c, length = x.shape
+    strides = []
+    for s in x.strides:
+        if s % item:
+            return None
+        strides.append(s // item)
+    s_n, s_c, s_l = strides
+    if n == 1:
+        s_n = 0
+    if length == 1:
+        s_l = 1 if s_c != 1 else c
+    if c == 1:
+        s_c = length if s_l == 1 else 1
+    if s_n < 0:
+        return None
+    if s_l == 1 and s_c >= length:
+        return s_n, s_c, s_l
+    if s_c == 1 and s_l >= c:
+        return s_n, s_c, s_l
+    return None
+
+
+def _workspace(dtype, size):
+    """A per-thread scratch buffer of at least ``size`` elements, reused across calls."""
+    cache = getattr(_workspaces, "buffers", None)
+    if cache is None:
+        cache = _workspaces.buffers = {}
+    buf = cache.get(dtype)
+    if buf is None or buf.size < size:
+        cache.pop(dtype, None)  # free the old one before allocating the new one
+        buf = np.empty(max(size, 1), dtype=dtype)
+        cache[dtype] = buf
+    return buf
+
+
+def output_length(length, kernel_size, stride=1, padding=0, output_padding=0, dilation=1):
+    """L_out = (L_in - 1)*stride - 2*padding + dilation*(K - 1) + output_padding + 1."""
+    return (length - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
+
+
+def _check_out(out, shape, dtype, operands):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable, C-contiguous array")
+    for name, arr in operands:
+        if arr is not None and np.may_share_memory(out, arr):
+            raise ValueError(f"out overlaps {name}; pass a separate array")
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, out=None):
+    """1-D transposed convolution, as ``torch.nn.functional.conv_transpose1d``.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, L_in) or (C_in, L_in)
+        Any array-like: numpy arrays, objects with ``__array__`` or
+        ``__dlpack__`` (a contiguous torch CPU tensor is used without a copy).
+    weight : array_like, shape (C_in, C_out / groups, K)
+    bias : array_like, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or 1-tuple of int
+    groups : int
+        ``C_in`` must be divisible by ``groups``; ``C_out = groups * weight.shape[1]``.
+    out : numpy.ndarray, optional (keyword-only)
+        C-contiguous array of the result's shape and dtype to write into.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, C_out, L_out) or (C_out, L_out)
+        C-contiguous, of the input's dtype, with
+        ``L_out = (L_in - 1)*stride - 2*padding + dilation*(K - 1) + output_padding + 1``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mismatched dtypes, or parameters that are not ints.
+    ValueError
+        Invalid shapes or parameter values; the message names them.
+    MemoryError
+        The output or the workspace cannot be allocated.
+    """
+    x = _check_dtype(_as_array(input, "input"), "input")
+    w = _check_dtype(_as_array(weight, "weight"), "weight")
+    b = None if bias is None else _check_dtype(_as_array(bias, "bias"), "bias")
+    if w.dtype != x.dtype:
+        raise TypeError(f"input dtype {x.dtype} and weight dtype {w.dtype} must be the same")
+    if b is not None and b.dtype != x.dtype:
+        raise TypeError(f"input dtype {x.dtype} and bias dtype {b.dtype} must be the same")
+
+    stride = _single(stride, "stride")
+    padding = _single(padding, "padding")
+    output_padding = _single(output_padding, "output_padding")
+    dilation = _single(dilation, "dilation")
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    groups = int(groups)
+
+    if x.ndim not in (2, 3):
+        raise ValueError("Expected 2D (unbatched) or 3D (batched) input to conv_transpose1d, "
+                         f"but got input of shape {x.shape}")
+    if w.ndim != 3:
+        raise ValueError(f"weight must be 3-dimensional (C_in, C_out/groups, K), "
+                         f"got weight of shape {w.shape}")
+    if stride < 1:
+        raise ValueError(f"stride must be positive, got stride={stride}")
+    if padding < 0:
+        raise ValueError(f"padding must be non-negative, got padding={padding}")
+    if output_padding < 0:
+        raise ValueError(f"output_padding must be non-negative, got output_padding={output_padding}")
+    if dilation < 1:
+        raise ValueError(f"dilation must be positive, got dilation={dilation}")
+    if groups < 1:
+        raise ValueError(f"groups must be positive, got groups={groups}")
+
+    batched = x.ndim == 3
+    x3 = x if batched else x[np.newaxis]
+    n, c_in, l_in = x3.shape
+    w_in, c_out_g, k = w.shape
+    if w_in < groups or w_in % groups:
+        raise ValueError(f"Given groups={groups}, expected weight.shape[0] to be a positive "
+                         f"multiple of groups, but got weight of shape {w.shape}")
+    if c_in != w_in:
+        raise ValueError(f"Given weight of shape {w.shape}, expected input of shape {x.shape} "
+                         f"to have {w_in} channels, but got {c_in} channels instead")
+    if c_out_g < 1:
+        raise ValueError(f"weight.shape[1] (out_channels / groups) must be positive, "
+                         f"got weight of shape {w.shape}")
+    if k < 1:
+        raise ValueError(f"kernel size weight.shape[2] must be positive, got weight of shape {w.shape}")
+    if output_padding >= stride and output_padding >= dilation:
+        raise ValueError(f"output_padding must be smaller than either stride or dilation, but got "
+                         f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    c_out = c_out_g * groups
+    if b is not None and b.shape != (c_out,):
+        raise ValueError(f"Given weight of shape {w.shape} and groups={groups}, expected bias to be "
+                         f"1-dimensional with {c_out} elements, but got bias of shape {b.shape}")
+    if l_in < 1 and n > 0:
+        raise ValueError(f"input length must be positive (only an empty batch may have length 0), "
+                         f"got input of shape {x.shape}")
+    l_out = output_length(l_in, k, stride, padding, output_padding, dilation)
+    if l_out < 1 and (n > 0 or l_out < 0):
+        raise ValueError(
+            "output length must be positive: (L_in - 1)*stride - 2*padding + dilation*(K - 1) "
+            f"+ output_padding + 1 = ({l_in} - 1)*{stride} - 2*{padding} + {dilation}*({k} - 1) "
+            f"+ {output_padding} + 1 = {l_out}")
+    if n * c_out * l_out > _MAX_ELEMENTS or l_out > _MAX_ELEMENTS:
+        raise ValueError(f"output of shape ({n}, {c_out}, {l_out}) is too large to index")
+
+    result_shape = (n, c_out, l_out) if batched else (c_out, l_out)
+    if out is not None:
+        _check_out(out, result_shape, x.dtype, (("input", x), ("weight", w), ("bias", b)))
+    if n == 0:
+        return np.zeros(result_shape, x.dtype) if out is None else out
+
+    half = x.dtype == _HALF
+    if half:  # computed in float32, returned as float16
+        x3, w = x3.astype(np.float32), w.astype(np.float32)
+        b = None if b is None else b.astype(np.float32)
+    w = np.ascontiguousarray(w)
+    if b is not None:
+        b = np.ascontiguousarray(b)
+    strides = _kernel_strides(x3)
+    if strides is None:
+        x3 = np.ascontiguousarray(x3)
+        strides = _kernel_strides(x3)
+
+    shape = (n, c_in, l_in, c_out, k, stride, padding, output_padding, dilation, groups)
+    units_per_sample, per_worker = kernels.plan_sizes(shape)
+    workers, hold_blas = _threads.plan_threads(n * units_per_sample)
+    workspace = _workspace(x3.dtype, per_worker * workers)
+    if out is not None and not half:
+        result = out.reshape((n, c_out, l_out))
+    else:
+        result = np.empty((n, c_out, l_out), dtype=x3.dtype)
+
+    if hold_blas:
+        _threads.blas_single_thread.enter()
+    try:
+        kernels.run(shape, x3, strides, w, b, result, workspace, workers)
+    finally:
+        if hold_blas:
+            _threads.blas_single_thread.exit()
+
+    if half:
+        result = result.astype(np.float16)
+        if out is not None:
+            out.reshape(result.shape)[...] = result
+            return out
+    if out is not None:
+        return out
+    return result if batched else result[0]

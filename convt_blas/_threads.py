@@ -1,0 +1,130 @@
+"""The one place that decides thread counts.
+
+A call runs its work units in an OpenMP ``prange`` with BLAS held to one
+thread inside (nested BLAS threads would oversubscribe the cores). Only a
+call with a single work unit lets BLAS use its own threads.
+"""
+import ctypes
+import glob
+import numbers
+import os
+import threading
+
+from . import kernels
+
+_requested_threads = None
+
+
+def openmp_enabled():
+    """Whether the kernels were compiled with OpenMP (else they run serially)."""
+    return kernels.openmp_enabled()
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in later calls; ``None`` restores the default.
+
+    The default is OpenMP's limit for the calling thread: ``OMP_NUM_THREADS``
+    when set, else the available cores, and it follows threadpoolctl's
+    ``threadpool_limits(..., user_api="openmp")``. An explicit ``n`` overrides it.
+    """
+    global _requested_threads
+    if n is None:
+        _requested_threads = None
+        return
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads expects a positive int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"set_num_threads expects a positive int, got {n}")
+    _requested_threads = int(n)
+
+
+def get_num_threads():
+    """Threads a call will use at most (1 when built without OpenMP)."""
+    if not kernels.openmp_enabled():
+        return 1
+    if _requested_threads is not None:
+        return _requested_threads
+    return max(1, kernels.omp_max_threads())
+
+
+def _find_openblas_controls():
+    """(get, set) of the OpenBLAS behind scipy.linalg.cython_blas, or None."""
+    import scipy
+
+    scipy_dir = os.path.dirname(scipy.__file__)
+    candidates = glob.glob(os.path.join(scipy_dir, os.pardir, "scipy.libs", "*openblas*"))
+    candidates += glob.glob(os.path.join(scipy_dir, ".dylibs", "*openblas*"))
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+        candidates += sorted(p for p in loaded if "scipy" in p) + sorted(loaded)
+    except OSError:
+        pass
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", ""), ("scipy_openblas", "64_"),
+                               ("openblas", ""), ("openblas", "64_")):
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                get.restype = ctypes.c_int
+                put.argtypes = [ctypes.c_int]
+                return get, put
+    return None
+
+
+class _BlasThreadLimit:
+    """Holds BLAS at one thread while any call is inside a parallel region.
+
+    OpenBLAS's thread count is process-global, so concurrent calls share one
+    counter: the first to enter saves and lowers it, the last to leave
+    restores it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = 1
+        self._controls = None
+        self._looked_up = False
+
+    def _get_controls(self):
+        if not self._looked_up:
+            self._controls = _find_openblas_controls()
+            self._looked_up = True
+        return self._controls
+
+    def enter(self):
+        controls = self._get_controls()
+        if controls is None:
+            return
+        with self._lock:
+            if self._depth == 0:
+                self._saved = controls[0]()
+                if self._saved != 1:
+                    controls[1](1)
+            self._depth += 1
+
+    def exit(self):
+        controls = self._controls
+        if controls is None:
+            return
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._saved != 1:
+                controls[1](self._saved)
+
+
+blas_single_thread = _BlasThreadLimit()
+
+
+def plan_threads(n_units):
+    """(OpenMP workers, whether BLAS must be held to one thread) for a call."""
+    n_threads = get_num_threads()
+    workers = max(1, min(n_threads, n_units))
+    # One unit: no prange, so BLAS may thread the single GEMM itself.
+    hold_blas = n_units > 1 or n_threads == 1
+    return workers, hold_blas

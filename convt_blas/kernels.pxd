@@ -1,0 +1,74 @@
+# Public Cython declarations of the nogil kernels. Other Cython modules
+# ``cimport`` these; every entry point returns a status code from
+# ``convt_blas.h`` (0 on success) and never touches Python objects.
+from libc.stdint cimport int64_t
+
+cdef extern from "convt_blas.h":
+    ctypedef struct convt_blas_params:
+        int64_t batch
+        int64_t in_channels
+        int64_t in_length
+        int64_t out_channels
+        int64_t kernel_size
+        int64_t stride
+        int64_t padding
+        int64_t output_padding
+        int64_t dilation
+        int64_t groups
+
+    enum:
+        CONVT_BLAS_OK
+        CONVT_BLAS_ERR_NULL_POINTER
+        CONVT_BLAS_ERR_BAD_SHAPE
+        CONVT_BLAS_ERR_BAD_STRIDES
+        CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
+        CONVT_BLAS_ERR_OVERFLOW
+        CONVT_BLAS_ERR_NO_MEMORY
+
+ctypedef fused scalar_t:
+    float
+    double
+    float complex
+    double complex
+
+# Output length, or -1 when it does not fit in int64.
+cdef int64_t output_length(const convt_blas_params* p) noexcept nogil
+
+# Elements of workspace (of the kernel's dtype) a call needs with
+# ``n_threads`` threads; -1 when the parameters are invalid or overflow.
+cdef int64_t workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil
+
+# Number of independent work units per batch element (threads beyond
+# batch * units_per_sample sit idle); -1 when the parameters are invalid.
+cdef int64_t units_per_sample(const convt_blas_params* p) noexcept nogil
+
+# The kernel, one entry point per dtype (all share one fused-type body).
+# input: element strides (batch, channel, length); the length stride or the
+# channel stride must be 1. weight: C-contiguous (C_in, C_out/groups, K).
+# bias: NULL or contiguous (C_out,). out: C-contiguous (N, C_out, L_out),
+# fully overwritten. workspace: NULL to allocate internally, else at least
+# workspace_length(p, n_threads) elements.
+cdef int conv_transpose1d_f32(
+    const convt_blas_params* p,
+    const float* input, int64_t input_stride_batch,
+    int64_t input_stride_channel, int64_t input_stride_length,
+    const float* weight, const float* bias, float* out,
+    float* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_f64(
+    const convt_blas_params* p,
+    const double* input, int64_t input_stride_batch,
+    int64_t input_stride_channel, int64_t input_stride_length,
+    const double* weight, const double* bias, double* out,
+    double* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_c64(
+    const convt_blas_params* p,
+    const float complex* input, int64_t input_stride_batch,
+    int64_t input_stride_channel, int64_t input_stride_length,
+    const float complex* weight, const float complex* bias, float complex* out,
+    float complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_c128(
+    const convt_blas_params* p,
+    const double complex* input, int64_t input_stride_batch,
+    int64_t input_stride_channel, int64_t input_stride_length,
+    const double complex* weight, const double complex* bias, double complex* out,
+    double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil

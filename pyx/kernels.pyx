@@ -1,0 +1,466 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""nogil kernels of the 1-D transposed convolution: BLAS GEMM + col2im.
+
+For each batch element ``n`` and group ``g`` the convolution is
+
+    columns = W_g^T @ X_g                      (C_out/g * K) x L_in
+    out[c, l*stride + k*dilation - padding] += columns[c*K + k, l]
+
+The work is cut into independent units (batch element, group, block of
+output channels, tile of output positions). A unit owns its block of the
+output: it writes bias (or zero) there, runs one GEMM over exactly the
+input columns that reach its tile, and scatter-adds them. Units never share
+output, so they run in an OpenMP ``prange`` with no locks, and the cut
+depends on the shape alone (never on the thread count or batch size), so
+results are bitwise identical for any number of threads.
+"""
+
+cimport cython
+from libc.stdint cimport int64_t, INT64_MAX
+from libc.limits cimport INT_MAX
+from libc.stdlib cimport malloc, free
+from cython.parallel cimport prange, threadid
+from scipy.linalg.cython_blas cimport sgemm, dgemm, cgemm, zgemm
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define CONVT_BLAS_OPENMP 1
+    #else
+    #define CONVT_BLAS_OPENMP 0
+    static int omp_get_max_threads(void) { return 1; }
+    #endif
+    """
+    int CONVT_BLAS_OPENMP
+    int omp_get_max_threads() noexcept nogil
+
+
+# Target size of one worker's column buffer, in elements: small enough to
+# stay in L2 while col2im reads it back, large enough for efficient GEMMs.
+cdef int64_t WORKSPACE_TARGET = 1 << 17
+# Input columns per tile at least this many (and enough to keep the halo,
+# recomputed by neighbouring tiles, a small fraction of the work).
+cdef int64_t MIN_TILE_COLUMNS = 256
+cdef int64_t HALO_FACTOR = 16
+
+
+cdef struct Plan:
+    int64_t c_in_g
+    int64_t c_out_g
+    int64_t out_length
+    int64_t block_channels     # output channels per unit
+    int64_t n_blocks
+    int64_t tile               # output positions per unit
+    int64_t n_tiles
+    int64_t max_columns        # input columns one unit's GEMM can need
+    int64_t units_per_sample
+
+
+cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
+    # b > 0; C division truncates toward zero.
+    cdef int64_t q = a / b
+    if a % b != 0 and a < 0:
+        q -= 1
+    return q
+
+
+cdef inline int64_t _ceil_div(int64_t a, int64_t b) noexcept nogil:
+    return -_floor_div(-a, b)
+
+
+cdef inline int64_t _min(int64_t a, int64_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline int64_t _max(int64_t a, int64_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef inline bint _mul_overflows(int64_t a, int64_t b) noexcept nogil:
+    # a, b >= 0
+    return a != 0 and b > INT64_MAX / a
+
+
+cdef int64_t output_length(const convt_blas_params* p) noexcept nogil:
+    cdef int64_t span, total
+    if p.in_length < 1 or p.stride < 1 or p.dilation < 1 or p.kernel_size < 1 or p.padding < 0:
+        return -1
+    if _mul_overflows(p.in_length - 1, p.stride) or _mul_overflows(p.dilation, p.kernel_size - 1):
+        return -1
+    if p.padding > INT64_MAX / 4 or p.output_padding > INT64_MAX / 4 or p.output_padding < 0:
+        return -1
+    span = (p.in_length - 1) * p.stride
+    if span > INT64_MAX / 4 or p.dilation * (p.kernel_size - 1) > INT64_MAX / 4:
+        return -1
+    total = span + p.dilation * (p.kernel_size - 1) + p.output_padding + 1
+    return total - 2 * p.padding
+
+
+cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
+    """Validate ``p`` and cut the work into units (shape-only decisions)."""
+    cdef int64_t c_in_g, c_out_g, K = p.kernel_size, halo, columns, rows, blocks, tiles
+    if p == NULL or plan == NULL:
+        return CONVT_BLAS_ERR_NULL_POINTER
+    if (p.batch < 0 or p.in_channels < 1 or p.in_length < 1 or p.out_channels < 1
+            or p.kernel_size < 1 or p.stride < 1 or p.dilation < 1 or p.groups < 1
+            or p.padding < 0 or p.output_padding < 0
+            or p.in_channels % p.groups != 0 or p.out_channels % p.groups != 0
+            or (p.output_padding >= p.stride and p.output_padding >= p.dilation)):
+        return CONVT_BLAS_ERR_BAD_SHAPE
+    plan.out_length = output_length(p)
+    if plan.out_length < 1:
+        return CONVT_BLAS_ERR_BAD_SHAPE
+    if (_mul_overflows(p.batch, p.out_channels)
+            or _mul_overflows(p.batch * p.out_channels, plan.out_length)):
+        return CONVT_BLAS_ERR_OVERFLOW
+    c_in_g = p.in_channels / p.groups
+    c_out_g = p.out_channels / p.groups
+    plan.c_in_g = c_in_g
+    plan.c_out_g = c_out_g
+    # BLAS takes 32-bit sizes: the weight's row length and the GEMM's inner size.
+    if c_in_g > INT_MAX or _mul_overflows(c_out_g, K) or c_out_g * K > INT_MAX:
+        return CONVT_BLAS_ERR_OVERFLOW
+
+    # Input columns a tile of the output needs beyond its own share.
+    halo = (p.dilation * (K - 1) + p.stride - 1) / p.stride
+    columns = _min(p.in_length, _max(MIN_TILE_COLUMNS, HALO_FACTOR * halo))
+    rows = _max(1, WORKSPACE_TARGET / (columns + halo + 1))
+    plan.block_channels = _min(c_out_g, _max(1, rows / K))
+    if plan.block_channels == c_out_g:
+        # All channels fit: spend the rest of the buffer on longer tiles.
+        columns = _min(p.in_length, _max(columns, WORKSPACE_TARGET / (c_out_g * K) - halo - 1))
+    blocks = _ceil_div(c_out_g, plan.block_channels)
+    plan.block_channels = _ceil_div(c_out_g, blocks)
+    plan.n_blocks = _ceil_div(c_out_g, plan.block_channels)
+
+    if _mul_overflows(columns, p.stride) or columns * p.stride > INT64_MAX / 4:
+        plan.tile = plan.out_length
+    else:
+        plan.tile = _min(plan.out_length, columns * p.stride)
+    tiles = _ceil_div(plan.out_length, plan.tile)
+    # Even tiles, each a whole number of strides.
+    plan.tile = _ceil_div(_ceil_div(plan.out_length, tiles), p.stride) * p.stride
+    plan.n_tiles = _ceil_div(plan.out_length, plan.tile)
+    plan.max_columns = _min(p.in_length,
+                            (plan.tile - 1 + p.dilation * (K - 1)) / p.stride + 2)
+    if plan.max_columns > INT_MAX:
+        return CONVT_BLAS_ERR_OVERFLOW
+    if _mul_overflows(p.groups, plan.n_blocks) or _mul_overflows(p.groups * plan.n_blocks, plan.n_tiles):
+        return CONVT_BLAS_ERR_OVERFLOW
+    plan.units_per_sample = p.groups * plan.n_blocks * plan.n_tiles
+    if _mul_overflows(plan.units_per_sample, p.batch):
+        return CONVT_BLAS_ERR_OVERFLOW
+    if (_mul_overflows(plan.block_channels * K, plan.max_columns)
+            or plan.block_channels * K * plan.max_columns > INT64_MAX / 1024):
+        return CONVT_BLAS_ERR_OVERFLOW
+    return CONVT_BLAS_OK
+
+
+cdef inline int64_t _worker_count(const Plan* plan, int64_t batch, int n_threads) noexcept nogil:
+    cdef int64_t units = batch * plan.units_per_sample
+    return _max(1, _min(<int64_t>n_threads, units))
+
+
+cdef int64_t units_per_sample(const convt_blas_params* p) noexcept nogil:
+    cdef Plan plan
+    if _make_plan(p, &plan) != CONVT_BLAS_OK:
+        return -1
+    return plan.units_per_sample
+
+
+cdef int64_t workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil:
+    cdef Plan plan
+    cdef int64_t per_worker, workers
+    if _make_plan(p, &plan) != CONVT_BLAS_OK:
+        return -1
+    per_worker = plan.block_channels * p.kernel_size * plan.max_columns
+    workers = _worker_count(&plan, p.batch, n_threads)
+    if _mul_overflows(per_worker, workers):
+        return -1
+    return per_worker * workers
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                       const scalar_t* a, int lda, const scalar_t* b, int ldb,
+                       scalar_t* c, int ldc) noexcept nogil:
+    """C = op(A) @ op(B) for row-major A, B, C: the only call into BLAS.
+
+    Column-major BLAS sees a row-major matrix as its transpose, so it is
+    asked for C^T = op(B)^T @ op(A)^T: operands swapped, m and n swapped.
+    """
+    cdef char blas_ta = b'T' if trans_b else b'N'
+    cdef char blas_tb = b'T' if trans_a else b'N'
+    cdef scalar_t one = 1
+    cdef scalar_t zero = 0
+    if scalar_t is float:
+        sgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <float*>b, &ldb,
+              <float*>a, &lda, &zero, c, &ldc)
+    elif scalar_t is double:
+        dgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <double*>b, &ldb,
+              <double*>a, &lda, &zero, c, &ldc)
+    elif scalar_t is cython.floatcomplex:
+        cgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <float complex*>b, &ldb,
+              <float complex*>a, &lda, &zero, c, &ldc)
+    else:
+        zgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <double complex*>b, &ldb,
+              <double complex*>a, &lda, &zero, c, &ldc)
+
+
+cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
+                    const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                    const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                    scalar_t* columns) noexcept nogil:
+    cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
+    cdef int64_t L_out = plan.out_length
+    cdef int64_t n, g, block, tile, rest, co0, n_channels, start, stop
+    cdef int64_t l_lo, l_hi, n_cols, c, k, l, base, l_first, l_last, i
+    cdef scalar_t* out_row
+    cdef const scalar_t* col_row
+    cdef const scalar_t* x_tile
+    cdef scalar_t value
+
+    n = unit / plan.units_per_sample
+    rest = unit - n * plan.units_per_sample
+    g = rest / (plan.n_blocks * plan.n_tiles)
+    rest = rest - g * (plan.n_blocks * plan.n_tiles)
+    block = rest / plan.n_tiles
+    tile = rest - block * plan.n_tiles
+
+    co0 = block * plan.block_channels
+    n_channels = _min(plan.block_channels, plan.c_out_g - co0)
+    start = tile * plan.tile
+    stop = _min(start + plan.tile, L_out)
+    out += (n * p.out_channels + g * plan.c_out_g + co0) * L_out
+
+    # The unit's output block starts as the bias (bias fused into col2im).
+    for c in range(n_channels):
+        out_row = out + c * L_out
+        value = bias[g * plan.c_out_g + co0 + c] if bias != NULL else 0
+        for i in range(start, stop):
+            out_row[i] = value
+
+    # Input columns l whose window l*s + k*d - pad reaches [start, stop).
+    l_lo = _max(0, _ceil_div(start + pad - d * (K - 1), s))
+    l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + pad, s))
+    if l_lo > l_hi:
+        return
+    n_cols = l_hi - l_lo + 1
+
+    x_tile = x + n * sx_n + g * plan.c_in_g * sx_c + l_lo * sx_l
+    if sx_l == 1:
+        # X_g is (C_in/g, L) with rows sx_c apart.
+        _gemm(True, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+              w + g * plan.c_in_g * plan.c_out_g * K + co0 * K, <int>(plan.c_out_g * K),
+              x_tile, <int>sx_c, columns, <int>n_cols)
+    else:
+        # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
+        _gemm(True, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+              w + g * plan.c_in_g * plan.c_out_g * K + co0 * K, <int>(plan.c_out_g * K),
+              x_tile, <int>sx_l, columns, <int>n_cols)
+
+    # col2im: row (c, k) of the columns lands at l*s + k*d - pad.
+    for c in range(n_channels):
+        out_row = out + c * L_out
+        for k in range(K):
+            base = k * d - pad
+            l_first = _max(l_lo, _ceil_div(start - base, s))
+            l_last = _min(l_hi, _floor_div(stop - 1 - base, s))
+            col_row = columns + (c * K + k) * n_cols - l_lo
+            for l in range(l_first, l_last + 1):
+                out_row[l * s + base] += col_row[l]
+
+
+cdef int _conv_transpose1d(const convt_blas_params* p,
+                           const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                           const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                           scalar_t* workspace, int64_t workspace_len,
+                           int n_threads) noexcept nogil:
+    cdef Plan plan
+    cdef int status = _make_plan(p, &plan)
+    cdef int64_t per_worker, workers, units, unit
+    cdef bint owns_workspace = False
+    if status != CONVT_BLAS_OK:
+        return status
+    if x == NULL or w == NULL or out == NULL:
+        return CONVT_BLAS_ERR_NULL_POINTER
+    # BLAS needs unit stride along one axis and a leading dimension that
+    # fits in int and spans the other axis.
+    if sx_l == 1:
+        if sx_c < p.in_length or sx_c > INT_MAX:
+            return CONVT_BLAS_ERR_BAD_STRIDES
+    elif sx_c == 1:
+        if sx_l < p.in_channels or sx_l > INT_MAX:
+            return CONVT_BLAS_ERR_BAD_STRIDES
+    else:
+        return CONVT_BLAS_ERR_BAD_STRIDES
+    if sx_n < 0:
+        return CONVT_BLAS_ERR_BAD_STRIDES
+    units = p.batch * plan.units_per_sample
+    if units == 0:
+        return CONVT_BLAS_OK
+
+    per_worker = plan.block_channels * p.kernel_size * plan.max_columns
+    workers = _worker_count(&plan, p.batch, n_threads if n_threads > 0 else 1)
+    if workspace == NULL:
+        workspace = <scalar_t*>malloc(<size_t>(per_worker * workers) * sizeof(scalar_t))
+        if workspace == NULL:
+            return CONVT_BLAS_ERR_NO_MEMORY
+        owns_workspace = True
+    elif workspace_len < per_worker * workers:
+        return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
+
+    if workers > 1:
+        for unit in prange(units, num_threads=<int>workers, schedule='dynamic', chunksize=1):
+            _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+                      workspace + threadid() * per_worker)
+    else:
+        for unit in range(units):
+            _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace)
+
+    if owns_workspace:
+        free(workspace)
+    return CONVT_BLAS_OK
+
+
+# One exported entry point per dtype; all share the fused body above.
+cdef int conv_transpose1d_f32(
+        const convt_blas_params* p,
+        const float* input, int64_t input_stride_batch,
+        int64_t input_stride_channel, int64_t input_stride_length,
+        const float* weight, const float* bias, float* out,
+        float* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
+    return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
+                             input_stride_length, weight, bias, out,
+                             workspace, workspace_len, n_threads)
+
+
+cdef int conv_transpose1d_f64(
+        const convt_blas_params* p,
+        const double* input, int64_t input_stride_batch,
+        int64_t input_stride_channel, int64_t input_stride_length,
+        const double* weight, const double* bias, double* out,
+        double* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
+    return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
+                             input_stride_length, weight, bias, out,
+                             workspace, workspace_len, n_threads)
+
+
+cdef int conv_transpose1d_c64(
+        const convt_blas_params* p,
+        const float complex* input, int64_t input_stride_batch,
+        int64_t input_stride_channel, int64_t input_stride_length,
+        const float complex* weight, const float complex* bias, float complex* out,
+        float complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
+    return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
+                             input_stride_length, weight, bias, out,
+                             workspace, workspace_len, n_threads)
+
+
+cdef int conv_transpose1d_c128(
+        const convt_blas_params* p,
+        const double complex* input, int64_t input_stride_batch,
+        int64_t input_stride_channel, int64_t input_stride_length,
+        const double complex* weight, const double complex* bias, double complex* out,
+        double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
+    return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
+                             input_stride_length, weight, bias, out,
+                             workspace, workspace_len, n_threads)
+
+
+# ---------------------------------------------------------------------------
+# Python-facing helpers (called by convt_blas._functional after validation).
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP."""
+    return bool(CONVT_BLAS_OPENMP)
+
+
+def omp_max_threads():
+    """OpenMP's current thread limit for the calling thread (1 without OpenMP)."""
+    return omp_get_max_threads()
+
+
+cdef int _fill_params(convt_blas_params* p, tuple shape) except -1:
+    (p.batch, p.in_channels, p.in_length, p.out_channels, p.kernel_size,
+     p.stride, p.padding, p.output_padding, p.dilation, p.groups) = shape
+    return 0
+
+
+def plan_sizes(tuple shape):
+    """(units per batch element, workspace elements per worker) for ``shape``.
+
+    ``shape`` is (batch, C_in, L_in, C_out, K, stride, padding,
+    output_padding, dilation, groups); raises ValueError if the kernel
+    refuses it.
+    """
+    cdef convt_blas_params p
+    cdef Plan plan
+    _fill_params(&p, shape)
+    status = _make_plan(&p, &plan)
+    if status != CONVT_BLAS_OK:
+        raise_for_status(status)
+    return plan.units_per_sample, plan.block_channels * p.kernel_size * plan.max_columns
+
+
+_STATUS_MESSAGES = {
+    CONVT_BLAS_ERR_NULL_POINTER: "a required pointer is NULL",
+    CONVT_BLAS_ERR_BAD_SHAPE: "invalid convolution parameters",
+    CONVT_BLAS_ERR_BAD_STRIDES: "input strides unsupported by the kernel",
+    CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL: "workspace too small",
+    CONVT_BLAS_ERR_OVERFLOW: "sizes overflow the kernel's index range",
+    CONVT_BLAS_ERR_NO_MEMORY: "cannot allocate the workspace",
+}
+
+
+def raise_for_status(int status):
+    if status == CONVT_BLAS_OK:
+        return
+    message = _STATUS_MESSAGES.get(status, f"unknown status {status}")
+    if status == CONVT_BLAS_ERR_NO_MEMORY:
+        raise MemoryError(message)
+    raise ValueError(f"convt_blas kernel: {message}")
+
+
+def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
+        cnp.ndarray out, cnp.ndarray workspace, int n_threads):
+    """Run the kernel on validated arrays; releases the GIL throughout.
+
+    x: element ``strides`` (batch, channel, length), unit stride on the length
+    or channel axis. weight, bias, out, workspace: C-contiguous, x's dtype.
+    """
+    cdef convt_blas_params p
+    cdef int status
+    cdef int type_num = cnp.PyArray_TYPE(x)
+    cdef int64_t sx_n, sx_c, sx_l
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* wp = cnp.PyArray_DATA(weight)
+    cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    cdef void* op = cnp.PyArray_DATA(out)
+    cdef void* wsp = cnp.PyArray_DATA(workspace)
+    cdef int64_t ws_len = cnp.PyArray_SIZE(workspace)
+    sx_n, sx_c, sx_l = strides
+    _fill_params(&p, shape)
+    with nogil:
+        if type_num == cnp.NPY_FLOAT32:
+            status = conv_transpose1d_f32(&p, <float*>xp, sx_n, sx_c, sx_l, <float*>wp,
+                                          <float*>bp, <float*>op, <float*>wsp, ws_len, n_threads)
+        elif type_num == cnp.NPY_FLOAT64:
+            status = conv_transpose1d_f64(&p, <double*>xp, sx_n, sx_c, sx_l, <double*>wp,
+                                          <double*>bp, <double*>op, <double*>wsp, ws_len, n_threads)
+        elif type_num == cnp.NPY_COMPLEX64:
+            status = conv_transpose1d_c64(&p, <float complex*>xp, sx_n, sx_c, sx_l,
+                                          <float complex*>wp, <float complex*>bp,
+                                          <float complex*>op, <float complex*>wsp, ws_len, n_threads)
+        elif type_num == cnp.NPY_COMPLEX128:
+            status = conv_transpose1d_c128(&p, <double complex*>xp, sx_n, sx_c, sx_l,
+                                           <double complex*>wp, <double complex*>bp,
+                                           <double complex*>op, <double complex*>wsp, ws_len,
+                                           n_threads)
+        else:
+            status = CONVT_BLAS_ERR_BAD_SHAPE
+    raise_for_status(status)

@@ -5,6 +5,7 @@ memory of the caller's is written; the kernel then only computes.
 """
 import numbers
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -122,6 +123,117 @@ def _check_out(out, shape, dtype, operands):
             raise ValueError(f"out overlaps {name}; pass a separate array")
 
 
+class ConvSpec(NamedTuple):
+    """A checked convolution: every size the kernels need, with the output length."""
+
+    batch: int
+    in_channels: int
+    in_length: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    padding: int
+    output_padding: int
+    dilation: int
+    groups: int
+    out_length: int
+    batched: bool
+
+    @property
+    def kernel_params(self):
+        """The 10-tuple ``convt_blas.kernels`` takes (everything but out_length, batched)."""
+        return self[:10]
+
+    @property
+    def out_shape(self):
+        """Shape of the result as returned: (N, C_out, L_out), or (C_out, L_out) unbatched."""
+        if self.batched:
+            return (self.batch, self.out_channels, self.out_length)
+        return (self.out_channels, self.out_length)
+
+
+def check_dtypes(input_dtype, weight_dtype, bias_dtype=None):
+    """TypeError unless input, weight and bias share one supported dtype."""
+    for name, dtype in (("input", input_dtype), ("weight", weight_dtype), ("bias", bias_dtype)):
+        if dtype is not None and np.dtype(dtype) not in _COMPUTE_DTYPES and dtype != _HALF:
+            raise TypeError(f"{name} has dtype {dtype}; conv_transpose1d supports {_SUPPORTED}")
+    if weight_dtype != input_dtype:
+        raise TypeError(f"input dtype {input_dtype} and weight dtype {weight_dtype} must be the same")
+    if bias_dtype is not None and bias_dtype != input_dtype:
+        raise TypeError(f"input dtype {input_dtype} and bias dtype {bias_dtype} must be the same")
+
+
+def check_arguments(input_shape, weight_shape, bias_shape=None, stride=1, padding=0,
+                    output_padding=0, groups=1, dilation=1):
+    """Check shapes and parameters as torch does; return a :class:`ConvSpec`.
+
+    Works on shapes alone, so every backend (CPU, CUDA, streaming, Dask) shares
+    these checks and their messages. ``bias_shape`` is None when there is no bias.
+    """
+    stride = _single(stride, "stride")
+    padding = _single(padding, "padding")
+    output_padding = _single(output_padding, "output_padding")
+    dilation = _single(dilation, "dilation")
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    groups = int(groups)
+
+    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+    if len(input_shape) not in (2, 3):
+        raise ValueError("Expected 2D (unbatched) or 3D (batched) input to conv_transpose1d, "
+                         f"but got input of shape {input_shape}")
+    if len(weight_shape) != 3:
+        raise ValueError(f"weight must be 3-dimensional (C_in, C_out/groups, K), "
+                         f"got weight of shape {weight_shape}")
+    if stride < 1:
+        raise ValueError(f"stride must be positive, got stride={stride}")
+    if padding < 0:
+        raise ValueError(f"padding must be non-negative, got padding={padding}")
+    if output_padding < 0:
+        raise ValueError(f"output_padding must be non-negative, got output_padding={output_padding}")
+    if dilation < 1:
+        raise ValueError(f"dilation must be positive, got dilation={dilation}")
+    if groups < 1:
+        raise ValueError(f"groups must be positive, got groups={groups}")
+
+    batched = len(input_shape) == 3
+    n, c_in, l_in = input_shape if batched else (1, *input_shape)
+    w_in, c_out_g, k = weight_shape
+    if w_in < groups or w_in % groups:
+        raise ValueError(f"Given groups={groups}, expected weight.shape[0] to be a positive "
+                         f"multiple of groups, but got weight of shape {weight_shape}")
+    if c_in != w_in:
+        raise ValueError(f"Given weight of shape {weight_shape}, expected input of shape "
+                         f"{input_shape} to have {w_in} channels, but got {c_in} channels instead")
+    if c_out_g < 1:
+        raise ValueError(f"weight.shape[1] (out_channels / groups) must be positive, "
+                         f"got weight of shape {weight_shape}")
+    if k < 1:
+        raise ValueError(f"kernel size weight.shape[2] must be positive, "
+                         f"got weight of shape {weight_shape}")
+    if output_padding >= stride and output_padding >= dilation:
+        raise ValueError(f"output_padding must be smaller than either stride or dilation, but got "
+                         f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    c_out = c_out_g * groups
+    if bias_shape is not None and tuple(bias_shape) != (c_out,):
+        raise ValueError(f"Given weight of shape {weight_shape} and groups={groups}, expected bias "
+                         f"to be 1-dimensional with {c_out} elements, but got bias of shape "
+                         f"{tuple(bias_shape)}")
+    if l_in < 1 and n > 0:
+        raise ValueError(f"input length must be positive (only an empty batch may have length 0), "
+                         f"got input of shape {input_shape}")
+    l_out = output_length(l_in, k, stride, padding, output_padding, dilation)
+    if l_out < 1 and (n > 0 or l_out < 0):
+        raise ValueError(
+            "output length must be positive: (L_in - 1)*stride - 2*padding + dilation*(K - 1) "
+            f"+ output_padding + 1 = ({l_in} - 1)*{stride} - 2*{padding} + {dilation}*({k} - 1) "
+            f"+ {output_padding} + 1 = {l_out}")
+    if n * c_out * l_out > _MAX_ELEMENTS or l_out > _MAX_ELEMENTS:
+        raise ValueError(f"output of shape ({n}, {c_out}, {l_out}) is too large to index")
+    return ConvSpec(n, c_in, l_in, c_out, k, stride, padding, output_padding, dilation, groups,
+                    l_out, batched)
+
+
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
                      groups=1, dilation=1, *, out=None):
     """1-D transposed convolution, as ``torch.nn.functional.conv_transpose1d``.
@@ -157,76 +269,15 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     x = _check_dtype(_as_array(input, "input"), "input")
     w = _check_dtype(_as_array(weight, "weight"), "weight")
     b = None if bias is None else _check_dtype(_as_array(bias, "bias"), "bias")
-    if w.dtype != x.dtype:
-        raise TypeError(f"input dtype {x.dtype} and weight dtype {w.dtype} must be the same")
-    if b is not None and b.dtype != x.dtype:
-        raise TypeError(f"input dtype {x.dtype} and bias dtype {b.dtype} must be the same")
-
-    stride = _single(stride, "stride")
-    padding = _single(padding, "padding")
-    output_padding = _single(output_padding, "output_padding")
-    dilation = _single(dilation, "dilation")
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    groups = int(groups)
-
-    if x.ndim not in (2, 3):
-        raise ValueError("Expected 2D (unbatched) or 3D (batched) input to conv_transpose1d, "
-                         f"but got input of shape {x.shape}")
-    if w.ndim != 3:
-        raise ValueError(f"weight must be 3-dimensional (C_in, C_out/groups, K), "
-                         f"got weight of shape {w.shape}")
-    if stride < 1:
-        raise ValueError(f"stride must be positive, got stride={stride}")
-    if padding < 0:
-        raise ValueError(f"padding must be non-negative, got padding={padding}")
-    if output_padding < 0:
-        raise ValueError(f"output_padding must be non-negative, got output_padding={output_padding}")
-    if dilation < 1:
-        raise ValueError(f"dilation must be positive, got dilation={dilation}")
-    if groups < 1:
-        raise ValueError(f"groups must be positive, got groups={groups}")
-
-    batched = x.ndim == 3
-    x3 = x if batched else x[np.newaxis]
-    n, c_in, l_in = x3.shape
-    w_in, c_out_g, k = w.shape
-    if w_in < groups or w_in % groups:
-        raise ValueError(f"Given groups={groups}, expected weight.shape[0] to be a positive "
-                         f"multiple of groups, but got weight of shape {w.shape}")
-    if c_in != w_in:
-        raise ValueError(f"Given weight of shape {w.shape}, expected input of shape {x.shape} "
-                         f"to have {w_in} channels, but got {c_in} channels instead")
-    if c_out_g < 1:
-        raise ValueError(f"weight.shape[1] (out_channels / groups) must be positive, "
-                         f"got weight of shape {w.shape}")
-    if k < 1:
-        raise ValueError(f"kernel size weight.shape[2] must be positive, got weight of shape {w.shape}")
-    if output_padding >= stride and output_padding >= dilation:
-        raise ValueError(f"output_padding must be smaller than either stride or dilation, but got "
-                         f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
-    c_out = c_out_g * groups
-    if b is not None and b.shape != (c_out,):
-        raise ValueError(f"Given weight of shape {w.shape} and groups={groups}, expected bias to be "
-                         f"1-dimensional with {c_out} elements, but got bias of shape {b.shape}")
-    if l_in < 1 and n > 0:
-        raise ValueError(f"input length must be positive (only an empty batch may have length 0), "
-                         f"got input of shape {x.shape}")
-    l_out = output_length(l_in, k, stride, padding, output_padding, dilation)
-    if l_out < 1 and (n > 0 or l_out < 0):
-        raise ValueError(
-            "output length must be positive: (L_in - 1)*stride - 2*padding + dilation*(K - 1) "
-            f"+ output_padding + 1 = ({l_in} - 1)*{stride} - 2*{padding} + {dilation}*({k} - 1) "
-            f"+ {output_padding} + 1 = {l_out}")
-    if n * c_out * l_out > _MAX_ELEMENTS or l_out > _MAX_ELEMENTS:
-        raise ValueError(f"output of shape ({n}, {c_out}, {l_out}) is too large to index")
-
-    result_shape = (n, c_out, l_out) if batched else (c_out, l_out)
+    check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
+    spec = check_arguments(x.shape, w.shape, None if b is None else b.shape,
+                           stride, padding, output_padding, groups, dilation)
     if out is not None:
-        _check_out(out, result_shape, x.dtype, (("input", x), ("weight", w), ("bias", b)))
-    if n == 0:
-        return np.zeros(result_shape, x.dtype) if out is None else out
+        _check_out(out, spec.out_shape, x.dtype, (("input", x), ("weight", w), ("bias", b)))
+    if spec.batch == 0:
+        return np.zeros(spec.out_shape, x.dtype) if out is None else out
 
+    x3 = x if spec.batched else x[np.newaxis]
     half = x.dtype == _HALF
     if half:  # computed in float32, returned as float16
         x3, w = x3.astype(np.float32), w.astype(np.float32)
@@ -239,19 +290,20 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
         x3 = np.ascontiguousarray(x3)
         strides = _kernel_strides(x3)
 
-    shape = (n, c_in, l_in, c_out, k, stride, padding, output_padding, dilation, groups)
-    units_per_sample, per_worker = kernels.plan_sizes(shape)
-    workers, hold_blas = _threads.plan_threads(n * units_per_sample)
+    params = spec.kernel_params
+    units_per_sample, per_worker = kernels.plan_sizes(params)
+    workers, hold_blas = _threads.plan_threads(spec.batch * units_per_sample)
     workspace = _workspace(x3.dtype, per_worker * workers)
+    full_shape = (spec.batch, spec.out_channels, spec.out_length)
     if out is not None and not half:
-        result = out.reshape((n, c_out, l_out))
+        result = out.reshape(full_shape)
     else:
-        result = np.empty((n, c_out, l_out), dtype=x3.dtype)
+        result = np.empty(full_shape, dtype=x3.dtype)
 
     if hold_blas:
         _threads.blas_single_thread.enter()
     try:
-        kernels.run(shape, x3, strides, w, b, result, workspace, workers)
+        kernels.run(params, x3, strides, w, b, result, workspace, workers)
     finally:
         if hold_blas:
             _threads.blas_single_thread.exit()
@@ -259,8 +311,8 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if half:
         result = result.astype(np.float16)
         if out is not None:
-            out.reshape(result.shape)[...] = result
+            out.reshape(full_shape)[...] = result
             return out
     if out is not None:
         return out
-    return result if batched else result[0]
+    return result if spec.batched else result[0]

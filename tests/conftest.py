@@ -1,0 +1,32 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+# Relative tolerances per dtype, scaled by the magnitude of the result.
+RTOL = {
+    np.dtype(np.float16): 2e-2,
+    np.dtype(np.float32): 1e-5,
+    np.dtype(np.float64): 1e-12,
+    np.dtype(np.complex64): 1e-5,
+    np.dtype(np.complex128): 1e-12,
+}
+
+
+def assert_close(actual, expected, dtype=None):
+    """|actual - expected| <= rtol * max(1, max|expected|) elementwise, shapes equal."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    dtype = np.dtype(dtype or actual.dtype)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    err = np.max(np.abs(actual.astype(np.complex128) - expected)) if actual.size else 0.0
+    assert err <= RTOL[dtype] * scale, f"max abs error {err:.3e} > {RTOL[dtype]:.0e} * {scale:.3e}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -40,13 +40,17 @@ cdef extern from *:
     int omp_get_max_threads() noexcept nogil
 
 
-# Target size of one worker's column buffer, in elements: small enough to
-# stay in L2 while col2im reads it back, large enough for efficient GEMMs.
-cdef int64_t WORKSPACE_TARGET = 1 << 17
+# Target size of one worker's column buffer, in elements (2 MiB of float32):
+# large enough for GEMMs near BLAS's peak, small enough to stay in cache
+# while col2im reads it back.
+cdef int64_t WORKSPACE_TARGET = 1 << 19
 # Input columns per tile at least this many (and enough to keep the halo,
 # recomputed by neighbouring tiles, a small fraction of the work).
 cdef int64_t MIN_TILE_COLUMNS = 256
 cdef int64_t HALO_FACTOR = 16
+# Groups with at most this many input channels skip BLAS: a GEMM with an
+# inner size this small (depthwise layers: 1) is all call overhead.
+cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
 
 
 cdef struct Plan:
@@ -59,6 +63,8 @@ cdef struct Plan:
     int64_t n_tiles
     int64_t max_columns        # input columns one unit's GEMM can need
     int64_t units_per_sample
+    bint direct_taps           # compute the taps from x and w instead of a GEMM
+    int64_t worker_elements    # workspace per worker: the columns, then one phase
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -158,6 +164,10 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     if (_mul_overflows(plan.block_channels * K, plan.max_columns)
             or plan.block_channels * K * plan.max_columns > INT64_MAX / 1024):
         return CONVT_BLAS_ERR_OVERFLOW
+    plan.direct_taps = c_in_g <= DIRECT_MAX_IN_CHANNELS
+    plan.worker_elements = plan.tile / p.stride + 1
+    if not plan.direct_taps:
+        plan.worker_elements += plan.block_channels * K * plan.max_columns
     return CONVT_BLAS_OK
 
 
@@ -178,7 +188,7 @@ cdef int64_t workspace_length(const convt_blas_params* p, int n_threads) noexcep
     cdef int64_t per_worker, workers
     if _make_plan(p, &plan) != CONVT_BLAS_OK:
         return -1
-    per_worker = plan.block_channels * p.kernel_size * plan.max_columns
+    per_worker = plan.worker_elements
     workers = _worker_count(&plan, p.batch, n_threads)
     if _mul_overflows(per_worker, workers):
         return -1
@@ -214,14 +224,17 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                     const scalar_t* w, const scalar_t* bias, scalar_t* out,
-                    scalar_t* columns) noexcept nogil:
+                    scalar_t* columns, scalar_t* phase) noexcept nogil:
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
     cdef int64_t L_out = plan.out_length
     cdef int64_t n, g, block, tile, rest, co0, n_channels, start, stop
-    cdef int64_t l_lo, l_hi, n_cols, c, k, l, base, l_first, l_last, i
+    cdef int64_t l_lo, l_hi, n_cols, c, k, r, j, q, q_first, q_last, q_a, q_b, n_q, i
     cdef scalar_t* out_row
     cdef const scalar_t* col_row
     cdef const scalar_t* x_tile
+    cdef const scalar_t* w_block
+    cdef const scalar_t* x_row
+    cdef scalar_t tap
     cdef scalar_t value
 
     n = unit / plan.units_per_sample
@@ -237,42 +250,66 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     stop = _min(start + plan.tile, L_out)
     out += (n * p.out_channels + g * plan.c_out_g + co0) * L_out
 
-    # The unit's output block starts as the bias (bias fused into col2im).
-    for c in range(n_channels):
-        out_row = out + c * L_out
-        value = bias[g * plan.c_out_g + co0 + c] if bias != NULL else 0
-        for i in range(start, stop):
-            out_row[i] = value
-
     # Input columns l whose window l*s + k*d - pad reaches [start, stop).
     l_lo = _max(0, _ceil_div(start + pad - d * (K - 1), s))
     l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + pad, s))
-    if l_lo > l_hi:
-        return
     n_cols = l_hi - l_lo + 1
+    if n_cols > 0 and not plan.direct_taps:
+        x_tile = x + n * sx_n + g * plan.c_in_g * sx_c + l_lo * sx_l
+        w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
+        # columns[c*K + k, l - l_lo] = sum_i W_g[i, co0 + c, k] * X_g[i, l]
+        if sx_l == 1:
+            # X_g is (C_in/g, L) with rows sx_c apart.
+            _gemm(True, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+                  w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_c, columns, <int>n_cols)
+        else:
+            # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
+            _gemm(True, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+                  w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_l, columns, <int>n_cols)
 
-    x_tile = x + n * sx_n + g * plan.c_in_g * sx_c + l_lo * sx_l
-    if sx_l == 1:
-        # X_g is (C_in/g, L) with rows sx_c apart.
-        _gemm(True, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
-              w + g * plan.c_in_g * plan.c_out_g * K + co0 * K, <int>(plan.c_out_g * K),
-              x_tile, <int>sx_c, columns, <int>n_cols)
-    else:
-        # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
-        _gemm(True, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
-              w + g * plan.c_in_g * plan.c_out_g * K + co0 * K, <int>(plan.c_out_g * K),
-              x_tile, <int>sx_l, columns, <int>n_cols)
-
-    # col2im: row (c, k) of the columns lands at l*s + k*d - pad.
+    # col2im as a gather, one phase at a time. Output position o with
+    # o + pad = q*s + r receives tap k (where k*d = j*s + r) of input position
+    # l = q - j. Summing a phase's taps into a contiguous buffer keeps the adds
+    # vectorisable; each output element is then stored once, bias included.
     for c in range(n_channels):
         out_row = out + c * L_out
-        for k in range(K):
-            base = k * d - pad
-            l_first = _max(l_lo, _ceil_div(start - base, s))
-            l_last = _min(l_hi, _floor_div(stop - 1 - base, s))
-            col_row = columns + (c * K + k) * n_cols - l_lo
-            for l in range(l_first, l_last + 1):
-                out_row[l * s + base] += col_row[l]
+        value = bias[g * plan.c_out_g + co0 + c] if bias != NULL else 0
+        for r in range(s):
+            q_first = _ceil_div(start + pad - r, s)
+            q_last = _floor_div(stop - 1 + pad - r, s)
+            if q_first > q_last:
+                continue
+            n_q = q_last - q_first + 1
+            for i in range(n_q):
+                phase[i] = value
+            for k in range(K):
+                if (k * d) % s != r:
+                    continue
+                j = (k * d - r) / s
+                q_a = _max(q_first, l_lo + j)
+                q_b = _min(q_last, l_hi + j)
+                if plan.direct_taps:
+                    # Tap k of every input channel of the group, straight from x and w.
+                    for i in range(plan.c_in_g):
+                        tap = w[((g * plan.c_in_g + i) * plan.c_out_g + co0 + c) * K + k]
+                        x_row = x + n * sx_n + (g * plan.c_in_g + i) * sx_c - j * sx_l
+                        if sx_l == 1:
+                            for q in range(q_a, q_b + 1):
+                                phase[q - q_first] += tap * x_row[q]
+                        else:
+                            for q in range(q_a, q_b + 1):
+                                phase[q - q_first] += tap * x_row[q * sx_l]
+                else:
+                    col_row = columns + (c * K + k) * n_cols - l_lo - j
+                    for q in range(q_a, q_b + 1):
+                        phase[q - q_first] += col_row[q]
+            out_row = out + c * L_out + q_first * s + r - pad
+            if s == 1:
+                for i in range(n_q):
+                    out_row[i] = phase[i]
+            else:
+                for i in range(n_q):
+                    out_row[i * s] = phase[i]
 
 
 cdef int _conv_transpose1d(const convt_blas_params* p,
@@ -282,7 +319,7 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
                            int n_threads) noexcept nogil:
     cdef Plan plan
     cdef int status = _make_plan(p, &plan)
-    cdef int64_t per_worker, workers, units, unit
+    cdef int64_t per_worker, columns_len, workers, units, unit
     cdef bint owns_workspace = False
     if status != CONVT_BLAS_OK:
         return status
@@ -304,7 +341,8 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
     if units == 0:
         return CONVT_BLAS_OK
 
-    per_worker = plan.block_channels * p.kernel_size * plan.max_columns
+    per_worker = plan.worker_elements
+    columns_len = plan.worker_elements - (plan.tile / p.stride + 1)
     workers = _worker_count(&plan, p.batch, n_threads if n_threads > 0 else 1)
     if workspace == NULL:
         workspace = <scalar_t*>malloc(<size_t>(per_worker * workers) * sizeof(scalar_t))
@@ -317,10 +355,12 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
     if workers > 1:
         for unit in prange(units, num_threads=<int>workers, schedule='dynamic', chunksize=1):
             _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
-                      workspace + threadid() * per_worker)
+                      workspace + threadid() * per_worker,
+                      workspace + threadid() * per_worker + columns_len)
     else:
         for unit in range(units):
-            _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace)
+            _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
+                      workspace + columns_len)
 
     if owns_workspace:
         free(workspace)
@@ -404,7 +444,7 @@ def plan_sizes(tuple shape):
     status = _make_plan(&p, &plan)
     if status != CONVT_BLAS_OK:
         raise_for_status(status)
-    return plan.units_per_sample, plan.block_channels * p.kernel_size * plan.max_columns
+    return plan.units_per_sample, plan.worker_elements
 
 
 _STATUS_MESSAGES = {
@@ -464,3 +504,13 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
         else:
             status = CONVT_BLAS_ERR_BAD_SHAPE
     raise_for_status(status)
+
+
+def _tuning(workspace_target=None, min_tile_columns=None):
+    """Read (and optionally set) the tiling constants; for benchmarks that tune them."""
+    global WORKSPACE_TARGET, MIN_TILE_COLUMNS
+    if workspace_target is not None:
+        WORKSPACE_TARGET = workspace_target
+    if min_tile_columns is not None:
+        MIN_TILE_COLUMNS = min_tile_columns
+    return WORKSPACE_TARGET, MIN_TILE_COLUMNS

@@ -185,12 +185,14 @@ class ConvTranspose1d:
         convert losslessly (``numpy.can_cast(..., 'safe')``), naming ``key``.
         """
         arr = _to_numpy(value, key)
+        if not np.can_cast(arr.dtype, self.dtype, "safe"):
+            hint = (f" (build it with dtype={arr.dtype} to keep that precision)"
+                    if arr.dtype in _MODULE_DTYPES else "")
+            raise TypeError(f"dtype mismatch for {key}: got {arr.dtype}, "
+                            f"the layer holds {self.dtype}{hint}")
         if arr.shape != tuple(shape):
             raise ValueError(f"size mismatch for {key}: got shape {arr.shape}, "
                              f"the layer expects {tuple(shape)}")
-        if not np.can_cast(arr.dtype, self.dtype, "safe"):
-            raise TypeError(f"dtype mismatch for {key}: got {arr.dtype}, the layer holds "
-                            f"{self.dtype} (build it with dtype={arr.dtype} to keep that precision)")
         return np.array(arr, dtype=self.dtype, order="C", copy=True)
 
     @property

@@ -1,0 +1,393 @@
+"""``ConvTranspose1d``: the module counterpart of ``torch.nn.ConvTranspose1d``.
+
+Parameters are plain NumPy arrays; a forward call is one call of
+:func:`convt_blas.conv_transpose1d`. Weights load from torch state dicts,
+including weight-normalised ones, which are folded into a plain weight.
+"""
+import math
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from ._functional import _as_array, _single, check_arguments, conv_transpose1d
+
+_MODULE_DTYPES = tuple(np.dtype(t) for t in
+                       (np.float16, np.float32, np.float64, np.complex64, np.complex128))
+
+# Weight-norm key pairs (magnitude g, direction v), as the two torch APIs store them:
+# torch.nn.utils.weight_norm and torch.nn.utils.parametrizations.weight_norm.
+_WEIGHT_NORM_KEYS = (("weight_g", "weight_v"),
+                     ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+
+
+class IncompatibleKeys(NamedTuple):
+    """Keys :meth:`ConvTranspose1d.load_state_dict` did not find or did not use."""
+
+    missing_keys: list
+    unexpected_keys: list
+
+
+def _positive(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {name}={value}")
+    return int(value)
+
+
+def _to_numpy(value, key):
+    """A NumPy view (or copy) of a state-dict entry: ndarray, torch tensor, DLPack, array-like."""
+    if hasattr(value, "detach"):  # torch tensors: drop autograd, move to host memory
+        value = value.detach()
+        if getattr(getattr(value, "device", None), "type", "cpu") != "cpu":
+            value = value.cpu()
+    try:
+        return _as_array(value, key)
+    except TypeError as exc:
+        raise TypeError(f"state_dict entry {key!r}: {exc}") from exc
+
+
+def fold_weight_norm(g, v):
+    """The weight ``g * v / ||v||`` that a weight-normalised layer computes.
+
+    The norm runs over the axes where ``g`` has size 1 (all axes when ``g`` is
+    a scalar), which covers torch's ``dim=0`` default, any other ``dim`` and
+    ``dim=None``. Computed in double precision.
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Magnitude: shape ``()`` or the shape of ``v`` with the normed axes set to 1.
+    v : numpy.ndarray
+        Direction, of the weight's shape.
+
+    Returns
+    -------
+    numpy.ndarray of ``v``'s shape, float64 (complex128 for complex inputs).
+    """
+    wide = np.complex128 if np.iscomplexobj(g) or np.iscomplexobj(v) else np.float64
+    g, v = np.asarray(g, dtype=wide), np.asarray(v, dtype=wide)
+    if g.ndim == 0:
+        axes = tuple(range(v.ndim))
+    else:
+        if g.ndim != v.ndim or any(a not in (1, b) for a, b in zip(g.shape, v.shape)):
+            raise ValueError(f"weight-norm magnitude of shape {g.shape} does not match "
+                             f"direction of shape {v.shape}")
+        axes = tuple(i for i, size in enumerate(g.shape) if size == 1)
+    norm = np.sqrt(np.sum(np.abs(v) ** 2, axis=axes, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero direction gives NaN, as torch
+        return v * (g / norm)
+
+
+class ConvTranspose1d:
+    """1-D transposed convolution layer, as ``torch.nn.ConvTranspose1d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Both positive and divisible by ``groups``.
+    kernel_size : int or 1-tuple of int
+    stride, padding, output_padding, dilation : int or 1-tuple of int
+        As in :func:`convt_blas.conv_transpose1d`.
+    groups : int
+    bias : bool
+        Whether the layer adds a learnable bias.
+    padding_mode : str
+        Only ``'zeros'``, as torch.
+    dtype : numpy dtype
+        float16, float32 (default), float64, complex64 or complex128.
+    rng : numpy.random.Generator or int, optional (keyword-only)
+        Source (or seed) of the initial weights, for reproducible layers.
+
+    Attributes
+    ----------
+    weight : numpy.ndarray, shape (in_channels, out_channels / groups, kernel_size)
+    bias : numpy.ndarray of shape (out_channels,), or None
+    kernel_size, stride, padding, output_padding, dilation : 1-tuples of int, as torch.
+
+    Notes
+    -----
+    Initialisation is torch's: ``kaiming_uniform_(weight, a=sqrt(5))`` and a
+    uniform bias, i.e. both uniform in ``±1/sqrt(fan_in)`` with
+    ``fan_in = (out_channels / groups) * kernel_size`` (torch takes a transposed
+    convolution's fan-in from the weight's second axis). Complex layers draw the
+    real and imaginary parts independently, as torch's ``uniform_`` does.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 dtype=np.float32, *, rng=None):
+        if padding_mode != "zeros":
+            raise ValueError('Only "zeros" padding mode is supported for ConvTranspose1d, '
+                             f"got padding_mode={padding_mode!r}")
+        self.in_channels = _positive(in_channels, "in_channels")
+        self.out_channels = _positive(out_channels, "out_channels")
+        self.groups = _positive(groups, "groups")
+        if self.in_channels % self.groups:
+            raise ValueError(f"in_channels must be divisible by groups, got "
+                             f"in_channels={in_channels}, groups={groups}")
+        if self.out_channels % self.groups:
+            raise ValueError(f"out_channels must be divisible by groups, got "
+                             f"out_channels={out_channels}, groups={groups}")
+        self.kernel_size = (_positive(_single(kernel_size, "kernel_size"), "kernel_size"),)
+        self.stride = (_single(stride, "stride"),)
+        self.padding = (_single(padding, "padding"),)
+        self.output_padding = (_single(output_padding, "output_padding"),)
+        self.dilation = (_single(dilation, "dilation"),)
+        self.padding_mode = padding_mode
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in _MODULE_DTYPES:
+            raise TypeError(f"dtype {self.dtype} is not supported; use float16, float32, "
+                            "float64, complex64 or complex128")
+        # The functional's own range checks (stride, padding, output_padding,
+        # dilation) and messages, on an empty batch long enough for any padding.
+        probe_length = 2 * max(self.padding[0], 0) + 1
+        check_arguments((0, self.in_channels, probe_length), self.weight_shape, None,
+                        self.stride, self.padding, self.output_padding, self.groups,
+                        self.dilation)
+        self._weight = np.empty(self.weight_shape, self.dtype)
+        self._bias = np.empty(self.out_channels, self.dtype) if bias else None
+        self.reset_parameters(rng)
+
+    # -- parameters -------------------------------------------------------------------
+
+    @property
+    def weight_shape(self):
+        """``(in_channels, out_channels // groups, kernel_size)``."""
+        return (self.in_channels, self.out_channels // self.groups, self.kernel_size[0])
+
+    @property
+    def weight(self):
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        self._weight = self._checked_parameter("weight", value, self.weight_shape)
+
+    @property
+    def bias(self):
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        if value is None and self._bias is None:
+            return
+        if value is None or self._bias is None:
+            raise ValueError("bias can be replaced but not added or removed; "
+                             "build the layer with bias=True or bias=False")
+        self._bias = self._checked_parameter("bias", value, (self.out_channels,))
+
+    def _checked_parameter(self, key, value, shape):
+        """``value`` as a fresh C-contiguous array of this layer's dtype and ``shape``.
+
+        Raises ValueError for a wrong shape and TypeError for a dtype that does not
+        convert losslessly (``numpy.can_cast(..., 'safe')``), naming ``key``.
+        """
+        arr = _to_numpy(value, key)
+        if not np.can_cast(arr.dtype, self.dtype, "safe"):
+            hint = (f" (build it with dtype={arr.dtype} to keep that precision)"
+                    if arr.dtype in _MODULE_DTYPES else "")
+            raise TypeError(f"dtype mismatch for {key}: got {arr.dtype}, "
+                            f"the layer holds {self.dtype}{hint}")
+        if arr.shape != tuple(shape):
+            raise ValueError(f"size mismatch for {key}: got shape {arr.shape}, "
+                             f"the layer expects {tuple(shape)}")
+        return np.array(arr, dtype=self.dtype, order="C", copy=True)
+
+    @property
+    def fan_in(self):
+        """``(out_channels / groups) * kernel_size``: torch's fan-in of a transposed conv weight."""
+        return self.weight_shape[1] * self.weight_shape[2]
+
+    def reset_parameters(self, rng=None):
+        """Redraw weight and bias from torch's default distribution (see class Notes)."""
+        rng = np.random.default_rng(rng)
+        bound = 1.0 / math.sqrt(self.fan_in)
+        for arr in (self._weight, self._bias):
+            if arr is None:
+                continue
+            if arr.dtype.kind == "c":
+                arr.real = rng.uniform(-bound, bound, arr.shape)
+                arr.imag = rng.uniform(-bound, bound, arr.shape)
+            else:
+                arr[...] = rng.uniform(-bound, bound, arr.shape)
+
+    # -- state dicts ------------------------------------------------------------------
+
+    def state_dict(self):
+        """``{'weight': ..., 'bias': ...}`` (no ``'bias'`` without bias): the arrays themselves."""
+        state = {"weight": self._weight}
+        if self._bias is not None:
+            state["bias"] = self._bias
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy parameters from a mapping with torch's key names.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array
+            NumPy arrays, torch tensors (any device; detached and copied), or any
+            DLPack producer / array-like. The weight is read from ``'weight'``, or
+            folded from ``'weight_g'``/``'weight_v'`` or
+            ``'parametrizations.weight.original0'``/``'...original1'`` (weight norm,
+            as :func:`fold_weight_norm`); the bias from ``'bias'``.
+        strict : bool
+            Raise on missing or unexpected keys (torch's default). Otherwise ignore
+            them and load what is there.
+
+        Returns
+        -------
+        IncompatibleKeys
+            ``(missing_keys, unexpected_keys)``, as torch returns.
+
+        Raises
+        ------
+        ValueError
+            Wrong shapes, missing or unexpected keys when ``strict``, or a weight
+            given in more than one form; the message names the key.
+        TypeError
+            A dtype that does not convert losslessly to the layer's dtype.
+
+        Nothing is changed unless every entry is valid.
+        """
+        keys = set(state_dict)
+        sources = [("weight",)] + list(_WEIGHT_NORM_KEYS)
+        present = [src for src in sources if any(k in keys for k in src)]
+        if len(present) > 1:
+            raise ValueError("state_dict holds the weight in more than one form: "
+                             + ", ".join(repr(k) for src in present for k in src if k in keys))
+        missing, updates = [], {}
+        if not present:
+            missing.append("weight")
+        elif present[0] == ("weight",):
+            updates["_weight"] = self._checked_parameter(
+                "weight", state_dict["weight"], self.weight_shape)
+        else:
+            g_key, v_key = present[0]
+            absent = [k for k in (g_key, v_key) if k not in keys]
+            if absent:
+                missing.extend(absent)
+            else:
+                g = _to_numpy(state_dict[g_key], g_key)
+                v = self._checked_parameter(v_key, state_dict[v_key], self.weight_shape)
+                self._checked_parameter(g_key, g, g.shape)  # dtype check, key named
+                try:
+                    folded = fold_weight_norm(g, v)
+                except ValueError as exc:
+                    raise ValueError(f"size mismatch for {g_key}: {exc}") from exc
+                updates["_weight"] = folded.astype(self.dtype)
+        if self._bias is not None:
+            if "bias" in keys:
+                updates["_bias"] = self._checked_parameter(
+                    "bias", state_dict["bias"], (self.out_channels,))
+            else:
+                missing.append("bias")
+        used = set().union(*present) | ({"bias"} if self._bias is not None else set())
+        unexpected = sorted(keys - used)
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append("missing key(s) " + ", ".join(map(repr, missing)))
+            if unexpected:
+                parts.append("unexpected key(s) " + ", ".join(map(repr, unexpected)))
+            raise ValueError(f"Error(s) in loading state_dict for ConvTranspose1d: "
+                             + "; ".join(parts))
+        for name, arr in updates.items():
+            setattr(self, name, arr)
+        return IncompatibleKeys(missing, unexpected)
+
+    @classmethod
+    def from_torch(cls, module):
+        """A layer with the hyperparameters and weights of a ``torch.nn.ConvTranspose1d``.
+
+        Weight-normalised modules (either torch API) are folded into a plain weight.
+        The dtype follows the module's (float16/32/64, complex64/128).
+        """
+        missing = [a for a in ("in_channels", "out_channels", "kernel_size", "stride",
+                               "padding", "output_padding", "groups", "dilation", "state_dict")
+                   if not hasattr(module, a)]
+        if (missing or len(getattr(module, "kernel_size", ())) != 1
+                or not getattr(module, "transposed", True)):
+            raise TypeError(f"expected a torch.nn.ConvTranspose1d, got {type(module).__name__}")
+        state = module.state_dict()
+        dtype = _to_numpy(module.weight, "weight").dtype  # a view: no copy
+        layer = cls(module.in_channels, module.out_channels, module.kernel_size,
+                    module.stride, module.padding, module.output_padding, module.groups,
+                    getattr(module, "bias", None) is not None, module.dilation,
+                    getattr(module, "padding_mode", "zeros"), dtype)
+        layer.load_state_dict(state)
+        return layer
+
+    # -- forward ----------------------------------------------------------------------
+
+    def _output_padding_for(self, x, output_size):
+        """torch's ``_output_padding``: the output_padding giving the requested length."""
+        if output_size is None or x.ndim not in (2, 3):
+            return self.output_padding[0]
+        if isinstance(output_size, numbers.Integral) and not isinstance(output_size, bool):
+            sizes = [output_size]
+        else:
+            sizes = list(output_size)
+        non_spatial = x.ndim - 1
+        if len(sizes) == non_spatial + 1:
+            sizes = sizes[non_spatial:]
+        if len(sizes) != 1:
+            raise ValueError(f"ConvTranspose1D: for {x.ndim}D input, output_size must have 1 "
+                             f"or {non_spatial + 1} elements (got {len(sizes)})")
+        size = sizes[0]
+        if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral):
+            raise TypeError(f"output_size must hold ints, got {size!r}")
+        length = x.shape[-1]
+        min_size = ((length - 1) * self.stride[0] - 2 * self.padding[0]
+                    + self.dilation[0] * (self.kernel_size[0] - 1) + 1)
+        max_size = min_size + self.stride[0] - 1
+        if not min_size <= size <= max_size:
+            raise ValueError(f"requested an output size of {int(size)}, but valid sizes range "
+                             f"from {min_size} to {max_size} (for an input of length {length})")
+        return int(size) - min_size
+
+    def __call__(self, input, output_size=None, *, out=None):
+        """Apply the layer: :func:`convt_blas.conv_transpose1d` with this layer's parameters.
+
+        Parameters
+        ----------
+        input : array_like, shape (N, in_channels, L_in) or (in_channels, L_in)
+            Of the layer's dtype. Contiguous torch CPU tensors and other DLPack
+            producers are read without a copy.
+        output_size : int or sequence of int, optional
+            The output length, as torch: ``[L_out]``, the full output shape whose
+            last entry is ``L_out``, or a plain int. Reachable lengths run from
+            the length without output_padding up to ``stride - 1`` more; others
+            raise ValueError naming the range. Overrides ``output_padding``.
+        out : numpy.ndarray, optional (keyword-only)
+            C-contiguous array of the result's shape and dtype, written and returned.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, out_channels, L_out) or (out_channels, L_out)
+        """
+        x = _as_array(input, "input")
+        output_padding = self._output_padding_for(x, output_size)
+        return conv_transpose1d(x, self._weight, self._bias, self.stride, self.padding,
+                                output_padding, self.groups, self.dilation, out=out)
+
+    forward = __call__
+
+    def __repr__(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,):
+            s += f", padding={self.padding}"
+        if self.dilation != (1,):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0,):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self._bias is None:
+            s += ", bias=False"
+        if self.dtype != np.float32:
+            s += f", dtype={self.dtype}"
+        return f"{type(self).__name__}({s})"

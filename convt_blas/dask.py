@@ -32,7 +32,8 @@ def _dask_modules():
 
 def _block_part(x_block, weight, stride, groups, dilation):
     """Unpadded transposed convolution of one block, in the weight's dtype."""
-    if x_block.dtype != weight.dtype:
+    if x_block.dtype != weight.dtype or not x_block.flags.aligned:
+        # Blocks received from other processes may sit unaligned in a network buffer.
         x_block = x_block.astype(weight.dtype)
     return _conv_transpose1d(x_block, weight, None, stride, 0, 0, groups, dilation)
 

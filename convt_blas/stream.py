@@ -83,6 +83,7 @@ class ConvTranspose1dStream:
         self.overlap = spec.dilation * (spec.kernel_size - 1) + 1 - spec.stride
         # The output ends at T*stride + end_offset after T input samples.
         self._end_offset = self.overlap - spec.padding + spec.output_padding
+        self._checked_shape = None  # last chunk shape found valid, length aside
         self.reset()
 
     @classmethod
@@ -129,9 +130,11 @@ class ConvTranspose1dStream:
         if x.ndim not in (2, 3):
             raise ValueError(f"expected a chunk of shape (N, C_in, l) or (C_in, l), got shape "
                              f"{x.shape}")
-        # Chunks are checked as a padding-free convolution; length 0 is checked as 1.
-        check_arguments(x.shape[:-1] + (max(x.shape[-1], 1),), self._weight.shape, None,
-                        self.stride, 0, 0, self.groups, self.dilation)
+        if x.shape[:-1] != self._checked_shape:  # chunks of a signal mostly share a shape
+            # Checked as a padding-free convolution; length 0 is checked as 1.
+            check_arguments(x.shape[:-1] + (max(x.shape[-1], 1),), self._weight.shape, None,
+                            self.stride, 0, 0, self.groups, self.dilation)
+            self._checked_shape = x.shape[:-1]
         batched = x.ndim == 3
         batch = x.shape[0] if batched else 1
         if self._batch is not None and (batched, batch) != (self._batched, self._batch):

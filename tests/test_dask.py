@@ -7,6 +7,7 @@ from conftest import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import conv_transpose1d_reference
+from test_stream import conv_parameters
 
 import convt_blas
 
@@ -23,20 +24,9 @@ def random_chunks(draw, size):
 
 @st.composite
 def dask_cases(draw):
-    k = draw(st.integers(1, 6))
-    s = draw(st.integers(1, 5))
-    d = draw(st.integers(1, 3))
-    op = draw(st.integers(0, max(s, d) - 1))
-    p = draw(st.integers(0, 7))
-    groups = draw(st.integers(1, 2))
-    c_in = groups * draw(st.integers(1, 2))
-    first = 1 + max(0, -(-(2 * p - d * (k - 1) - op) // s))  # shortest with output length >= 1
-    length = draw(st.integers(first, first + 20))
-    batch = draw(st.integers(1, 3))
-    chunks = (random_chunks(draw, batch), random_chunks(draw, c_in), random_chunks(draw, length))
-    return dict(k=k, s=s, d=d, op=op, p=p, groups=groups, c_in=c_in,
-                c_out_g=draw(st.integers(1, 3)), length=length, batch=batch, chunks=chunks,
-                bias=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 32 - 1)))
+    case = draw(conv_parameters(max_groups=2, max_extra_length=20))
+    case["chunks"] = tuple(random_chunks(draw, case[axis]) for axis in ("batch", "c_in", "length"))
+    return case
 
 
 @settings(max_examples=80, deadline=None)

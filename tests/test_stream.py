@@ -30,21 +30,28 @@ def stream_whole(stream, x, cuts):
 
 
 @st.composite
-def conv_cases(draw):
+def conv_parameters(draw, max_groups=3, max_extra_length=14):
+    """Kernel, stride, dilation, paddings, channels, bias, batch, seed and a signal length
+    with a positive output length (as short as that allows, or up to max_extra_length more)."""
     k = draw(st.integers(1, 6))
     s = draw(st.integers(1, 5))
     d = draw(st.integers(1, 3))
     op = draw(st.integers(0, max(s, d) - 1))
     p = draw(st.integers(0, 7))
-    groups = draw(st.integers(1, 3))
-    c_in = groups * draw(st.integers(1, 2))
-    c_out_g = draw(st.integers(1, 3))
-    first = 1 + max(0, -(-(2 * p - d * (k - 1) - op) // s))  # shortest with output length >= 1
-    length = draw(st.integers(first, first + 14))
-    cuts = sorted(draw(st.lists(st.integers(0, length), max_size=6)))
-    return dict(k=k, s=s, d=d, op=op, p=p, groups=groups, c_in=c_in, c_out_g=c_out_g,
-                length=length, cuts=cuts, batch=draw(st.integers(1, 2)),
-                bias=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 32 - 1)))
+    groups = draw(st.integers(1, max_groups))
+    shortest = 1 + max(0, -(-(2 * p - d * (k - 1) - op) // s))
+    return dict(k=k, s=s, d=d, op=op, p=p, groups=groups,
+                c_in=groups * draw(st.integers(1, 2)), c_out_g=draw(st.integers(1, 3)),
+                length=draw(st.integers(shortest, shortest + max_extra_length)),
+                batch=draw(st.integers(1, 3)), bias=draw(st.booleans()),
+                seed=draw(st.integers(0, 2 ** 32 - 1)))
+
+
+@st.composite
+def conv_cases(draw):
+    case = draw(conv_parameters())
+    case["cuts"] = sorted(draw(st.lists(st.integers(0, case["length"]), max_size=6)))
+    return case
 
 
 @settings(max_examples=150, deadline=None)

@@ -11,11 +11,13 @@ import os
 from ._functional import conv_transpose1d, output_length
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .nn import ConvTranspose1d
+from .stream import ConvTranspose1dStream
 
 __version__ = "0.1.0"
 __all__ = [
     "conv_transpose1d",
     "ConvTranspose1d",
+    "ConvTranspose1dStream",
     "output_length",
     "get_num_threads",
     "set_num_threads",

@@ -1,0 +1,251 @@
+"""Streaming transposed convolution: chunk by chunk, by overlap-add.
+
+Input sample ``l`` of a transposed convolution writes to the unpadded output
+positions ``l*stride + k*dilation`` (``k < K``), so a chunk's output overlaps
+the next chunk's by ``R = dilation*(K - 1) + 1 - stride`` samples. Padding
+crops ``padding`` samples from the start of that unpadded output and
+``padding - output_padding`` from its end (zeros are appended when
+``output_padding`` exceeds ``padding``).
+
+Positions are counted below in the unpadded output ("full") of the whole
+signal. After ``T`` input samples, positions before ``T*stride`` are final
+(later input writes at ``T*stride`` and beyond), and positions before
+``T*stride + R - padding + output_padding`` are in the output whatever
+follows, since the output ends there if the signal ends now.
+"""
+import numpy as np
+
+from ._functional import (_HALF, _as_array, _check_dtype, _single, check_arguments,
+                          check_dtypes, conv_transpose1d)
+
+
+def _detached(param):
+    """A module parameter as an array (torch parameters that require grad refuse export)."""
+    detach = getattr(param, "detach", None)
+    return param if detach is None else detach()
+
+
+class ConvTranspose1dStream:
+    """``conv_transpose1d`` of a signal that arrives in chunks.
+
+    Everything returned by :meth:`push` and :meth:`flush`, concatenated along
+    the last axis, equals ``conv_transpose1d`` of the whole signal (within
+    float rounding), for every chunking. The state kept between chunks is the
+    overlap tail, at most ``max(dilation*(K - 1) + 1 - stride,
+    padding - output_padding, 0)`` samples per output channel (the first term
+    unless padding exceeds the overlap). Not safe to share between threads.
+
+    Parameters
+    ----------
+    weight : array_like, shape (C_in, C_out / groups, K)
+        Copied at construction; float16 is accumulated in float32.
+    bias : array_like, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or 1-tuple of int
+    groups : int
+        As in :func:`convt_blas.conv_transpose1d`.
+
+    Examples
+    --------
+    >>> import numpy as np, convt_blas
+    >>> w = np.random.randn(4, 3, 16).astype(np.float32)
+    >>> stream = convt_blas.ConvTranspose1dStream(w, stride=8, padding=4)
+    >>> x = np.random.randn(1, 4, 10).astype(np.float32)
+    >>> parts = [stream.push(x[..., i:i + 3]) for i in range(0, 10, 3)] + [stream.flush()]
+    >>> y = np.concatenate(parts, axis=-1)
+    >>> y.shape, np.allclose(y, convt_blas.conv_transpose1d(x, w, stride=8, padding=4), atol=1e-5)
+    ((1, 3, 80), True)
+    """
+
+    def __init__(self, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                 dilation=1):
+        w = _check_dtype(_as_array(weight, "weight"), "weight")
+        b = None if bias is None else _check_dtype(_as_array(bias, "bias"), "bias")
+        check_dtypes(w.dtype, w.dtype, None if b is None else b.dtype)
+        padding = _single(padding, "padding")
+        # A signal of 2*padding + 1 samples always has a positive output length,
+        # so this checks the parameters alone.
+        spec = check_arguments((1, w.shape[0] if w.ndim else 0, 2 * max(padding, 0) + 1),
+                               w.shape, None if b is None else b.shape, stride, padding,
+                               output_padding, groups, dilation)
+        self.dtype = w.dtype
+        # float16 partial sums would round at every overlap; keep them in float32.
+        work = np.float32 if w.dtype == _HALF else w.dtype
+        self._weight = np.array(w, dtype=work, order="C", copy=True)
+        self._bias = None if b is None else np.array(b, dtype=work, copy=True)[:, None]
+        self.in_channels = spec.in_channels
+        self.out_channels = spec.out_channels
+        self.kernel_size = spec.kernel_size
+        self.stride = spec.stride
+        self.padding = spec.padding
+        self.output_padding = spec.output_padding
+        self.dilation = spec.dilation
+        self.groups = spec.groups
+        self.overlap = spec.dilation * (spec.kernel_size - 1) + 1 - spec.stride
+        # The output ends at T*stride + end_offset after T input samples.
+        self._end_offset = self.overlap - spec.padding + spec.output_padding
+        self._checked_shape = None  # last chunk shape found valid, length aside
+        self.reset()
+
+    @classmethod
+    def from_module(cls, module):
+        """A stream computing what ``module`` computes on a whole signal.
+
+        ``module`` is any object with ``weight``, ``bias``, ``stride``,
+        ``padding``, ``output_padding``, ``groups`` and ``dilation``
+        (``convt_blas.ConvTranspose1d`` or ``torch.nn.ConvTranspose1d``); the
+        parameters are copied, so later changes to the module do not reach the
+        stream.
+        """
+        bias = getattr(module, "bias", None)
+        return cls(_detached(module.weight), None if bias is None else _detached(bias),
+                   stride=module.stride, padding=module.padding,
+                   output_padding=module.output_padding, groups=module.groups,
+                   dilation=module.dilation)
+
+    def reset(self):
+        """Forget the current signal; the next :meth:`push` starts a new one."""
+        self._batch = None  # batch size and batched-ness are fixed by the first chunk
+        self._batched = None
+        self._in_length = 0
+        self._next = self.padding  # full position of the next sample to return
+        self._tail = None  # partial sums of full positions _next, _next + 1, ...
+
+    @property
+    def in_length(self):
+        """Input samples pushed since the last reset or flush."""
+        return self._in_length
+
+    @property
+    def buffered(self):
+        """Output samples per channel held until later input or :meth:`flush`."""
+        return 0 if self._tail is None else self._tail.shape[-1]
+
+    def _check_chunk(self, chunk):
+        """The chunk as (N, C_in, l) in the working dtype; raises before any state changes."""
+        x = _as_array(chunk, "chunk")
+        dtype = x.dtype.newbyteorder("=") if x.dtype.kind in "fc" else x.dtype
+        if dtype != self.dtype:
+            raise ValueError(f"chunk has dtype {x.dtype}, but the stream's weight has dtype "
+                             f"{self.dtype}")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"expected a chunk of shape (N, C_in, l) or (C_in, l), got shape "
+                             f"{x.shape}")
+        if x.shape[:-1] != self._checked_shape:  # chunks of a signal mostly share a shape
+            # Checked as a padding-free convolution; length 0 is checked as 1.
+            check_arguments(x.shape[:-1] + (max(x.shape[-1], 1),), self._weight.shape, None,
+                            self.stride, 0, 0, self.groups, self.dilation)
+            self._checked_shape = x.shape[:-1]
+        batched = x.ndim == 3
+        batch = x.shape[0] if batched else 1
+        if self._batch is not None and (batched, batch) != (self._batched, self._batch):
+            def describe(is_batched, n):
+                return f"batch size {n}" if is_batched else "unbatched (C_in, l)"
+            raise ValueError(f"chunk is {describe(batched, batch)}, but this signal's earlier "
+                             f"chunks were {describe(self._batched, self._batch)}; call reset() "
+                             "to start a new signal")
+        x3 = x if batched else x[np.newaxis]
+        if x3.dtype != self._weight.dtype:  # float16, or another byte order
+            x3 = x3.astype(self._weight.dtype)
+        return x3, batched
+
+    def _emit(self, buffer, stop):
+        """Return full positions [_next, stop) from ``buffer`` (which starts at _next).
+
+        Positions past the buffer's end received no contribution and are zero.
+        Bias is added here, once per returned sample; the rest of the buffer
+        becomes the tail.
+        """
+        count = stop - self._next
+        n, c = buffer.shape[:2]
+        out = np.zeros((n, c, count), dtype=buffer.dtype)
+        have = min(count, buffer.shape[-1])
+        out[:, :, :have] = buffer[:, :, :have]
+        if self._bias is not None:
+            out += self._bias
+        self._tail = buffer[:, :, count:].copy() if buffer.shape[-1] > count else None
+        self._next = stop
+        if self.dtype == _HALF:
+            out = out.astype(_HALF)
+        return out if self._batched else out[0]
+
+    def push(self, chunk):
+        """Feed the next chunk of the signal; return the output samples it completes.
+
+        Parameters
+        ----------
+        chunk : array_like, shape (N, C_in, l) or (C_in, l)
+            Any length ``l >= 0``. Batch size and batched-ness must match the
+            signal's earlier chunks; the dtype must be the weight's.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, C_out, m) or (C_out, m)
+            The samples that no later input can change, after those already
+            returned; ``m`` may be 0.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a bad chunk; the stream is left as it was.
+        """
+        x3, batched = self._check_chunk(chunk)
+        length = x3.shape[-1]
+        if length == 0:
+            self._batch, self._batched = x3.shape[0], batched
+            return np.zeros((x3.shape[0], self.out_channels, 0)[0 if batched else 1:],
+                            dtype=self.dtype)
+        part = conv_transpose1d(x3, self._weight, None, self.stride, 0, 0, self.groups,
+                                self.dilation)
+        self._batch, self._batched = x3.shape[0], batched
+        start = self._in_length * self.stride  # full position of part[..., 0]
+        buffer = self._overlap_add(part, start)
+        self._in_length += length
+        stop = max(self._next, self._in_length * self.stride + min(0, self._end_offset))
+        return self._emit(buffer, stop)
+
+    def _overlap_add(self, part, start):
+        """Tail plus ``part`` (at full position ``start``), as a buffer starting at _next."""
+        tail_len = self.buffered
+        if start == self._next and tail_len <= part.shape[-1]:
+            # The steady state: the tail lies inside the new part.
+            if tail_len:
+                part[:, :, :tail_len] += self._tail
+            return part
+        # Early in the signal (positions before `padding` are dropped) or a
+        # chunk shorter than the tail.
+        stop = max(self._next + tail_len, start + part.shape[-1])
+        buffer = np.zeros(part.shape[:2] + (max(stop - self._next, 0),), dtype=part.dtype)
+        if tail_len:
+            buffer[:, :, :tail_len] = self._tail
+        skip = max(self._next - start, 0)
+        if skip < part.shape[-1]:
+            offset = start + skip - self._next
+            buffer[:, :, offset:offset + part.shape[-1] - skip] += part[:, :, skip:]
+        return buffer
+
+    def flush(self):
+        """End the signal: return the remaining output samples and reset.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, C_out, m) or (C_out, m)
+
+        Raises
+        ------
+        ValueError
+            Nothing was pushed, or the signal is too short for a positive
+            output length (as ``conv_transpose1d`` would raise); the stream is
+            left as it was.
+        """
+        if self._batch is None:
+            raise ValueError("flush() needs a signal: push at least one chunk first")
+        check_arguments((self._batch, self.in_channels, self._in_length), self._weight.shape,
+                        None, self.stride, self.padding, self.output_padding, self.groups,
+                        self.dilation)
+        stop = self._in_length * self.stride + self._end_offset
+        tail = self._tail
+        if tail is None:
+            tail = np.zeros((self._batch, self.out_channels, 0), dtype=self._weight.dtype)
+        out = self._emit(tail, stop)
+        self.reset()
+        return out

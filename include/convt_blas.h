@@ -43,10 +43,12 @@ enum {
     CONVT_BLAS_ERR_NO_MEMORY = -6
 };
 
-#if defined(_MSC_VER) && !defined(__cplusplus)
+#if defined(__cplusplus) || (defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L)
+#define CONVT_BLAS_INLINE static inline
+#elif defined(_MSC_VER) || defined(__GNUC__)
 #define CONVT_BLAS_INLINE static __inline
 #else
-#define CONVT_BLAS_INLINE static inline
+#define CONVT_BLAS_INLINE static
 #endif
 
 /* A message for a status code (never NULL). */

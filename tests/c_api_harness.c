@@ -77,28 +77,19 @@ static PyObject *call(PyObject *self, PyObject *args)
     }
     workspace_len = ptr[4] != NULL ? views[4].len / views[4].itemsize : 0;
 
+    /* The entry points differ only in element type: void pointers convert to each. */
+#define CALL(entry) convt_blas_API->entry(p, ptr[0], sn, sc, sl, ptr[1], ptr[2], ptr[3], ptr[4], \
+                                          workspace_len, n_threads)
     Py_BEGIN_ALLOW_THREADS
     switch (dtype[0]) {
-    case 'f':
-        status = convt_blas_API->conv_transpose1d_f32(p, ptr[0], sn, sc, sl, ptr[1], ptr[2],
-                                                      ptr[3], ptr[4], workspace_len, n_threads);
-        break;
-    case 'd':
-        status = convt_blas_API->conv_transpose1d_f64(p, ptr[0], sn, sc, sl, ptr[1], ptr[2],
-                                                      ptr[3], ptr[4], workspace_len, n_threads);
-        break;
-    case 'F':
-        status = convt_blas_API->conv_transpose1d_c64(p, ptr[0], sn, sc, sl, ptr[1], ptr[2],
-                                                      ptr[3], ptr[4], workspace_len, n_threads);
-        break;
-    case 'D':
-        status = convt_blas_API->conv_transpose1d_c128(p, ptr[0], sn, sc, sl, ptr[1], ptr[2],
-                                                       ptr[3], ptr[4], workspace_len, n_threads);
-        break;
-    default:
-        status = 1;  /* not a status the library returns */
+    case 'f': status = CALL(conv_transpose1d_f32); break;
+    case 'd': status = CALL(conv_transpose1d_f64); break;
+    case 'F': status = CALL(conv_transpose1d_c64); break;
+    case 'D': status = CALL(conv_transpose1d_c128); break;
+    default: status = 1;  /* not a status the library returns */
     }
     Py_END_ALLOW_THREADS
+#undef CALL
 
     for (i = 0; i < 5; i++)
         PyBuffer_Release(&views[i]);
@@ -167,7 +158,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "c_api_harness", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "c_api_harness", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit_c_api_harness(void)
 {

@@ -98,7 +98,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "convt_c_example", NULL, -1, methods,
+    PyModuleDef_HEAD_INIT, "convt_c_example", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit_convt_c_example(void)

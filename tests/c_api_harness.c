@@ -170,6 +170,7 @@ PyMODINIT_FUNC PyInit_c_api_harness(void)
     if (m == NULL
             || PyModule_AddIntConstant(m, "ABI_VERSION", CONVT_BLAS_ABI_VERSION) < 0
             || PyModule_AddIntConstant(m, "API_VERSION", CONVT_BLAS_API_VERSION) < 0
+            || PyModule_AddIntConstant(m, "TABLE_SIZE", (long)sizeof(convt_blas_api)) < 0
             || PyModule_AddIntConstant(m, "OK", CONVT_BLAS_OK) < 0
             || PyModule_AddIntConstant(m, "ERR_NULL_POINTER", CONVT_BLAS_ERR_NULL_POINTER) < 0
             || PyModule_AddIntConstant(m, "ERR_BAD_SHAPE", CONVT_BLAS_ERR_BAD_SHAPE) < 0

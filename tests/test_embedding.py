@@ -197,12 +197,12 @@ def test_import_uses_the_capsule_table(built):
 def test_import_checks_the_table_versions(built, monkeypatch):
     h = built.harness
     real = capsule_pointer(convt_blas._C_API, CAPSULE_NAME)
-    table_size = 8 + 7 * ctypes.sizeof(ctypes.c_void_p)  # two unsigned ints, seven pointers
     for abi, api, accepted in [(h.ABI_VERSION + 1, h.API_VERSION, False),
                                (h.ABI_VERSION, h.API_VERSION - 1, False),
                                (h.ABI_VERSION, h.API_VERSION + 1, True)]:
-        fake = ctypes.create_string_buffer(ctypes.string_at(real, table_size))
-        ctypes.memmove(fake, (ctypes.c_uint * 2)(abi, api), 8)
+        fake = ctypes.create_string_buffer(ctypes.string_at(real, h.TABLE_SIZE))
+        versions = (ctypes.c_uint * 2)(abi, api)  # the table's first two fields
+        ctypes.memmove(fake, versions, ctypes.sizeof(versions))
         monkeypatch.setattr(convt_blas, "_C_API",
                             capsule_new(ctypes.addressof(fake), CAPSULE_NAME, None))
         try:

@@ -68,7 +68,10 @@ def extensions():
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
-    modules = [Extension("convt_blas.kernels", ["pyx/kernels.pyx"], **common)]
+    modules = [
+        Extension("convt_blas.kernels", ["pyx/kernels.pyx"], **common),
+        Extension("convt_blas._capi", ["pyx/capi.pyx"], **common),  # the C API's capsule
+    ]
     return cythonize(
         modules,
         include_path=[HERE, os.path.join(HERE, "convt_blas")],

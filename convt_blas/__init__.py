@@ -9,6 +9,7 @@
 import os
 
 from ._functional import conv_transpose1d, output_length
+from ._capi import _C_API  # the C API's function table, see convt_blas.h
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .nn import ConvTranspose1d
 from .stream import ConvTranspose1dStream

@@ -43,6 +43,143 @@ enum {
     CONVT_BLAS_ERR_NO_MEMORY = -6
 };
 
+#if defined(__cplusplus) || (defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L)
+#define CONVT_BLAS_INLINE static inline
+#elif defined(_MSC_VER) || defined(__GNUC__)
+#define CONVT_BLAS_INLINE static __inline
+#else
+#define CONVT_BLAS_INLINE static
+#endif
+
+/* A message for a status code (never NULL). */
+CONVT_BLAS_INLINE const char *convt_blas_strerror(int status)
+{
+    switch (status) {
+    case CONVT_BLAS_OK: return "success";
+    case CONVT_BLAS_ERR_NULL_POINTER: return "a required pointer is NULL";
+    case CONVT_BLAS_ERR_BAD_SHAPE: return "invalid convolution parameters";
+    case CONVT_BLAS_ERR_BAD_STRIDES: return "input strides unsupported by the kernel";
+    case CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL: return "workspace too small";
+    case CONVT_BLAS_ERR_OVERFLOW: return "sizes overflow the kernel's index range";
+    case CONVT_BLAS_ERR_NO_MEMORY: return "cannot allocate the workspace";
+    default: return "unknown convt_blas status";
+    }
+}
+
+/*
+ * C API: a table of function pointers exported by the extension module
+ * convt_blas._capi as the PyCapsule convt_blas._C_API. C code includes this
+ * header, calls import_convt_blas() once (in its module init, holding the
+ * GIL) and then calls through convt_blas_API, without linking against
+ * convt_blas and without the GIL:
+ *
+ *     if (import_convt_blas() < 0) return NULL;
+ *     status = convt_blas_API->conv_transpose1d_f64(&p, x, ..., n_threads);
+ *
+ * The entries are the kernels the Python API runs.
+ */
+
+/* Complex elements are (real, imaginary) pairs: the layout of C99's
+ * float _Complex and C++'s std::complex<float>. Define CONVT_BLAS_COMPLEX64
+ * and CONVT_BLAS_COMPLEX128 before including this header to declare the
+ * entry points with such a type instead. */
+#ifndef CONVT_BLAS_COMPLEX64
+typedef struct convt_blas_complex64 { float real, imag; } convt_blas_complex64;
+#define CONVT_BLAS_COMPLEX64 convt_blas_complex64
+#endif
+#ifndef CONVT_BLAS_COMPLEX128
+typedef struct convt_blas_complex128 { double real, imag; } convt_blas_complex128;
+#define CONVT_BLAS_COMPLEX128 convt_blas_complex128
+#endif
+
+/*
+ * The kernel for element type T. Returns a status code, and writes nothing
+ * unless it returns CONVT_BLAS_OK.
+ *   p        the convolution; NULL or invalid values give an error status.
+ *   input    (batch, in_channels, in_length) with element strides
+ *            (input_stride_batch, input_stride_channel, input_stride_length);
+ *            the length stride or the channel stride must be 1.
+ *   weight   C-contiguous (in_channels, out_channels / groups, kernel_size).
+ *   bias     NULL, or contiguous (out_channels,).
+ *   out      C-contiguous (batch, out_channels, out_length), fully overwritten;
+ *            must not overlap the other arrays.
+ *   workspace, workspace_len
+ *            NULL to allocate internally, else a scratch buffer of at least
+ *            workspace_length(p, n_threads) elements of T.
+ *   n_threads
+ *            OpenMP threads to run on (values below 1 mean 1). The result is
+ *            the same, bit for bit, for every thread count.
+ */
+#define CONVT_BLAS_KERNEL_TYPE(name, T)                                       \
+    typedef int (*name)(const convt_blas_params *p, const T *input,           \
+                        int64_t input_stride_batch,                           \
+                        int64_t input_stride_channel,                         \
+                        int64_t input_stride_length, const T *weight,         \
+                        const T *bias, T *out, T *workspace,                  \
+                        int64_t workspace_len, int n_threads)
+CONVT_BLAS_KERNEL_TYPE(convt_blas_kernel_f32, float);
+CONVT_BLAS_KERNEL_TYPE(convt_blas_kernel_f64, double);
+CONVT_BLAS_KERNEL_TYPE(convt_blas_kernel_c64, CONVT_BLAS_COMPLEX64);
+CONVT_BLAS_KERNEL_TYPE(convt_blas_kernel_c128, CONVT_BLAS_COMPLEX128);
+#undef CONVT_BLAS_KERNEL_TYPE
+
+/* ABI version: the layout of the fields below; a library with another one
+ * cannot serve this header. API version: grows when entries are appended at
+ * the end, so a newer library serves callers built with an older header. */
+#define CONVT_BLAS_ABI_VERSION 1
+#define CONVT_BLAS_API_VERSION 1
+#define CONVT_BLAS_CAPSULE_NAME "convt_blas._C_API"
+
+typedef struct convt_blas_api {
+    unsigned int abi_version;
+    unsigned int api_version;
+    /* Output length, or -1 for a NULL or invalid p. */
+    int64_t (*output_length)(const convt_blas_params *p);
+    /* Workspace elements a call with n_threads needs; -1 for a NULL or invalid p. */
+    int64_t (*workspace_length)(const convt_blas_params *p, int n_threads);
+    /* Independent work units per batch element (more threads than
+     * batch * units_per_sample sit idle); -1 for a NULL or invalid p. */
+    int64_t (*units_per_sample)(const convt_blas_params *p);
+    convt_blas_kernel_f32 conv_transpose1d_f32;
+    convt_blas_kernel_f64 conv_transpose1d_f64;
+    convt_blas_kernel_c64 conv_transpose1d_c64;
+    convt_blas_kernel_c128 conv_transpose1d_c128;
+} convt_blas_api;
+
+#ifdef Py_PYTHON_H
+/* The table, once import_convt_blas() has succeeded (one per translation unit). */
+static const convt_blas_api *convt_blas_API = NULL;
+
+/* Fetch the table from convt_blas._C_API (importing convt_blas) unless this
+ * translation unit already has it. Returns 0, or -1 with ImportError (or the
+ * import's own exception) set. Call it with the GIL held. */
+CONVT_BLAS_INLINE int import_convt_blas(void)
+{
+    const convt_blas_api *api;
+    if (convt_blas_API != NULL)
+        return 0;
+    api = (const convt_blas_api *)PyCapsule_Import(CONVT_BLAS_CAPSULE_NAME, 0);
+    if (api == NULL)
+        return -1;
+    if (api->abi_version != CONVT_BLAS_ABI_VERSION) {
+        PyErr_Format(PyExc_ImportError,
+                     "convt_blas C API has ABI version %u, this module was built "
+                     "for version %u: rebuild it against convt_blas.get_include()",
+                     api->abi_version, (unsigned int)CONVT_BLAS_ABI_VERSION);
+        return -1;
+    }
+    if (api->api_version < CONVT_BLAS_API_VERSION) {
+        PyErr_Format(PyExc_ImportError,
+                     "convt_blas C API version %u is older than version %u this "
+                     "module was built for: upgrade convt_blas",
+                     api->api_version, (unsigned int)CONVT_BLAS_API_VERSION);
+        return -1;
+    }
+    convt_blas_API = api;
+    return 0;
+}
+#endif /* Py_PYTHON_H */
+
 #ifdef __cplusplus
 }
 #endif

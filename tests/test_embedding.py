@@ -1,0 +1,273 @@
+"""The C and Cython APIs, exercised by real extension modules built here.
+
+``examples/c_api`` and ``tests/c_api_harness.c`` reach the kernels through
+the function table in the ``convt_blas._C_API`` capsule (``import_convt_blas()``
+from ``convt_blas.h``, no linking); ``examples/cython_api`` cimports
+``convt_blas.kernels`` and calls the kernel without the GIL from a ``prange``.
+Results are compared bit for bit with ``convt_blas.conv_transpose1d``.
+"""
+import ctypes
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import convt_blas
+from convt_blas import kernels
+from convt_blas._functional import check_arguments
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAPSULE_NAME = b"convt_blas._C_API"  # outlives every capsule made here
+HARNESS_SETUP = """
+import convt_blas
+from setuptools import Extension, setup
+
+setup(name="c_api_harness", ext_modules=[Extension(
+    "c_api_harness", ["c_api_harness.c"], include_dirs=[convt_blas.get_include()])])
+"""
+
+capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
+capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p,
+                                ctypes.c_void_p)(("PyCapsule_New", ctypes.pythonapi))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The two examples and the harness, each built by its setup.py (concurrently), imported."""
+    tmp = tmp_path_factory.mktemp("embedding")
+    dirs = {"convt_c_example": tmp / "c_api", "convt_cython_example": tmp / "cython_api",
+            "c_api_harness": tmp / "harness"}
+    shutil.copytree(os.path.join(ROOT, "examples", "c_api"), dirs["convt_c_example"])
+    shutil.copytree(os.path.join(ROOT, "examples", "cython_api"), dirs["convt_cython_example"])
+    dirs["c_api_harness"].mkdir()
+    shutil.copy(os.path.join(ROOT, "tests", "c_api_harness.c"), dirs["c_api_harness"])
+    (dirs["c_api_harness"] / "setup.py").write_text(HARNESS_SETUP)
+
+    # The builds import the convt_blas under test (for get_include() and the .pxd).
+    # -O0: these modules only pass pointers, and unoptimised they build in half the time.
+    package_parent = os.path.dirname(os.path.dirname(convt_blas.__file__))
+    env = dict(os.environ, CFLAGS=os.environ.get("CFLAGS", "") + " -O0",
+               PYTHONPATH=os.pathsep.join(
+                   filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    builds = [(directory, subprocess.Popen(
+        [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=directory, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for directory in dirs.values()]
+    for directory, process in builds:
+        output = process.communicate(timeout=600)[0]
+        if process.returncode:
+            pytest.fail(f"building {directory} failed:\n{output}")
+
+    modules = {}
+    for name, directory in dirs.items():
+        sys.path.insert(0, str(directory))
+        modules[name] = importlib.import_module(name)
+    yield SimpleNamespace(c_example=modules["convt_c_example"],
+                          cython_example=modules["convt_cython_example"],
+                          harness=modules["c_api_harness"])
+    for name, directory in dirs.items():
+        sys.path.remove(str(directory))
+        sys.modules.pop(name, None)
+
+
+# (batch, C_in, L_in, C_out / groups, K, stride, padding, output_padding, dilation, groups):
+# several work units (batch, groups, tiles of a long input) so two threads share the work.
+CASES = [
+    (3, 4, 17, 5, 3, 2, 1, 1, 1, 1),
+    (2, 6, 700, 2, 4, 3, 2, 0, 2, 3),
+    (1, 8, 40, 16, 7, 1, 3, 0, 1, 1),
+]
+
+
+def _random(rng, shape, dtype):
+    values = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        values = values + 1j * rng.standard_normal(shape)
+    return values.astype(dtype)
+
+
+def _problem(rng, case, dtype, bias=True, channels_last=False):
+    """Arrays, the checked ConvSpec and keyword arguments of the Python API for a case."""
+    n, c_in, l_in, c_out_g, k, stride, padding, output_padding, dilation, groups = case
+    x = _random(rng, (n, c_in, l_in), dtype)
+    if channels_last:  # unit stride along channels
+        x = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    w = _random(rng, (c_in, c_out_g, k), dtype)
+    b = _random(rng, (c_out_g * groups,), dtype) if bias else None
+    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
+                  groups=groups, dilation=dilation)
+    spec = check_arguments(x.shape, w.shape, None if b is None else b.shape, **kwargs)
+    return x, w, b, spec, kwargs
+
+
+def _element_strides(x):
+    return tuple(s // x.itemsize for s in x.strides)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("n_threads, own_workspace, channels_last",
+                         [(1, True, False), (2, False, False), (2, True, True)])
+def test_c_api_matches_python_bitwise(built, rng, dtype, case, n_threads, own_workspace,
+                                      channels_last):
+    h = built.harness
+    x, w, b, spec, kwargs = _problem(rng, case, dtype, channels_last=channels_last)
+    expected = convt_blas.conv_transpose1d(x, w, b, **kwargs)
+    params = spec.kernel_params
+    workspace = None
+    if own_workspace:
+        workspace = np.empty(h.sizes("workspace_length", params, n_threads), dtype)
+    out = np.full(spec.out_shape, np.nan, dtype)
+    status = h.call(np.dtype(dtype).char, params, x, _element_strides(x), w, b, out,
+                    workspace, n_threads)
+    assert status == h.OK
+    assert out.tobytes() == expected.tobytes()
+
+
+def test_c_api_sizes_match_the_kernel(built, rng):
+    h = built.harness
+    for case in CASES:
+        spec = _problem(rng, case, np.float64)[3]
+        units, per_worker = kernels.plan_sizes(spec.kernel_params)
+        assert h.sizes("output_length", spec.kernel_params) == spec.out_length
+        assert h.sizes("units_per_sample", spec.kernel_params) == units
+        assert h.sizes("workspace_length", spec.kernel_params, 1) == per_worker
+    for name in ("output_length", "workspace_length", "units_per_sample"):
+        assert h.sizes(name, None) == -1
+
+
+def test_c_api_status_codes(built, rng):
+    """Each bad argument gets its status, and ``out`` is left as it was."""
+    h = built.harness
+    x, w, b, spec, kwargs = _problem(rng, CASES[0], np.float64)
+    params, strides = spec.kernel_params, _element_strides(x)
+    out = np.full(spec.out_shape, np.nan)
+    untouched = out.tobytes()
+    workspace = np.empty(h.sizes("workspace_length", params, 1))
+
+    def status(params=params, x=x, strides=strides, w=w, b=b, out=out, workspace=workspace,
+               n_threads=1):
+        return h.call("d", params, x, strides, w, b, out, workspace, n_threads)
+
+    def with_params(**changes):
+        fields = ("batch in_channels in_length out_channels kernel_size stride padding "
+                  "output_padding dilation groups").split()
+        values = dict(zip(fields, params), **changes)
+        return tuple(values[f] for f in fields)
+
+    assert status(params=None) == h.ERR_NULL_POINTER
+    assert status(x=None) == h.ERR_NULL_POINTER
+    assert status(w=None) == h.ERR_NULL_POINTER
+    assert status(out=None) == h.ERR_NULL_POINTER
+    for bad in (dict(groups=3), dict(stride=0), dict(in_length=0), dict(kernel_size=0),
+                dict(output_padding=2), dict(padding=-1), dict(out_channels=0)):
+        assert status(params=with_params(**bad)) == h.ERR_BAD_SHAPE, bad
+        assert h.sizes("workspace_length", with_params(**bad), 1) == -1
+    assert status(params=with_params(batch=2 ** 62)) == h.ERR_OVERFLOW
+    assert status(strides=(strides[0], 2, 2)) == h.ERR_BAD_STRIDES
+    assert status(strides=(strides[0], x.shape[2] - 1, 1)) == h.ERR_BAD_STRIDES
+    assert status(workspace=workspace[:-1]) == h.ERR_WORKSPACE_TOO_SMALL
+    assert status(workspace=workspace, n_threads=2) == h.ERR_WORKSPACE_TOO_SMALL
+    assert out.tobytes() == untouched
+    assert status(b=None) == h.OK  # and bias may be NULL
+    assert out.tobytes() == convt_blas.conv_transpose1d(x, w, **kwargs).tobytes()
+
+
+def test_strerror_matches_the_python_messages(built):
+    h = built.harness
+    for code, message in kernels._STATUS_MESSAGES.items():
+        assert h.strerror(code) == message
+    assert h.strerror(h.OK) == "success"
+    assert "unknown" in h.strerror(12345)
+
+
+def test_import_uses_the_capsule_table(built):
+    h = built.harness
+    address, abi, api = h.table()
+    assert address == capsule_pointer(convt_blas._C_API, CAPSULE_NAME)
+    assert (abi, api) == (h.ABI_VERSION, h.API_VERSION)
+
+
+def test_import_checks_the_table_versions(built, monkeypatch):
+    h = built.harness
+    real = capsule_pointer(convt_blas._C_API, CAPSULE_NAME)
+    for abi, api, accepted in [(h.ABI_VERSION + 1, h.API_VERSION, False),
+                               (h.ABI_VERSION, h.API_VERSION - 1, False),
+                               (h.ABI_VERSION, h.API_VERSION + 1, True)]:
+        fake = ctypes.create_string_buffer(ctypes.string_at(real, h.TABLE_SIZE))
+        versions = (ctypes.c_uint * 2)(abi, api)  # the table's first two fields
+        ctypes.memmove(fake, versions, ctypes.sizeof(versions))
+        monkeypatch.setattr(convt_blas, "_C_API",
+                            capsule_new(ctypes.addressof(fake), CAPSULE_NAME, None))
+        try:
+            if accepted:  # a newer library with appended entries serves older callers
+                h.reimport()
+                assert h.table() == (ctypes.addressof(fake), abi, api)
+            else:
+                with pytest.raises(ImportError, match="version"):
+                    h.reimport()
+                assert h.table()[0] == real
+        finally:
+            monkeypatch.undo()
+            h.reimport()
+    assert h.table()[0] == real
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_c_example_matches_python_bitwise(built, rng, case):
+    x, w, _, spec, kwargs = _problem(rng, case, np.float64, bias=False)
+    out = np.full(spec.out_shape, np.nan)
+    built.c_example.conv_transpose1d(x, w, out, n_threads=2, **kwargs)
+    assert out.tobytes() == convt_blas.conv_transpose1d(x, w, **kwargs).tobytes()
+
+
+def test_c_example_errors(built, rng):
+    c_example = built.c_example
+    x, w, _, spec, kwargs = _problem(rng, CASES[0], np.float64, bias=False)
+    with pytest.raises(ValueError, match="does not fit"):
+        c_example.conv_transpose1d(x, w, np.empty(spec.out_shape[:2] + (1,)), **kwargs)
+    with pytest.raises(ValueError, match="float64"):
+        c_example.conv_transpose1d(x.astype(np.float32), w, np.empty(spec.out_shape), **kwargs)
+    x3 = _random(rng, (2, 3, 10), np.float64)  # 3 channels in 2 groups: the kernel refuses
+    w3 = _random(rng, (3, 2, 3), np.float64)
+    with pytest.raises(ValueError, match=r"invalid convolution parameters \(status -2\)"):
+        c_example.conv_transpose1d(x3, w3, np.empty((2, 4, 12)), groups=2)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cython_example_prange_matches_python_bitwise(built, rng, case):
+    items = 5  # each with its own input and weight
+    problems = [_problem(rng, case, np.float64, bias=False) for _ in range(items)]
+    x = np.stack([p[0] for p in problems])
+    w = np.stack([p[1] for p in problems])
+    spec, kwargs = problems[0][3], problems[0][4]
+    out = np.full((items, *spec.out_shape), np.nan)
+    built.cython_example.conv_transpose1d_many(x, w, out, num_threads=2, **kwargs)
+    for item in range(items):
+        expected = convt_blas.conv_transpose1d(x[item], w[item], **kwargs)
+        assert out[item].tobytes() == expected.tobytes()
+
+
+def test_cython_example_errors(built, rng):
+    many = built.cython_example.conv_transpose1d_many
+    x = _random(rng, (2, 2, 3, 10), np.float64)  # 3 channels in 2 groups: the kernel refuses
+    w = _random(rng, (2, 3, 2, 3), np.float64)
+    with pytest.raises(ValueError, match=r"invalid convolution parameters \(status -2\)"):
+        many(x, w, np.empty((2, 2, 4, 12)), groups=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        many(x, w, np.empty((2, 2, 4, 13)))
+
+
+def test_readme_shows_the_examples_tested_here():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    for name in ("c_api/convt_c_example.c", "c_api/setup.py",
+                 "cython_api/convt_cython_example.pyx", "cython_api/setup.py"):
+        with open(os.path.join(ROOT, "examples", name), encoding="utf-8") as f:
+            assert f.read().strip() in readme, f"README.md's copy of examples/{name} is stale"

@@ -43,6 +43,13 @@ _KERNEL_NAMES = {
     np.dtype(np.float32): "convt_blas_gather_f32",
     np.dtype(np.float64): "convt_blas_gather_f64",
 }
+# Enum values of CUDA's library_types.h and cublas_api.h (fixed by the C ABI).
+_CUDA_R_32F, _CUDA_R_64F, _CUDA_R_16F = 0, 1, 2
+_CUDA_DATA_TYPES = {np.dtype(np.float16): _CUDA_R_16F, np.dtype(np.float32): _CUDA_R_32F,
+                    np.dtype(np.float64): _CUDA_R_64F}
+_CUBLAS_OP_N, _CUBLAS_OP_T = 0, 1
+_CUBLAS_GEMM_DEFAULT = -1
+_CUBLAS_COMPUTE_32F, _CUBLAS_COMPUTE_64F, _CUBLAS_COMPUTE_32F_FAST_TF32 = 68, 70, 77
 _THREADS_PER_BLOCK = 256
 _MAX_BLOCKS = 2 ** 31 - 1  # gridDim.x limit; the kernel's grid-stride loop covers the rest
 _INT32_MAX = 2 ** 31 - 1   # cuBLAS's m, n, k, leading dimensions and batch count are ints
@@ -125,12 +132,12 @@ def _check_out(cupy, out, spec, dtype, operands):
             raise ValueError(f"out overlaps {name}; pass a separate array")
 
 
-def _compute_type(cublas, device, dtype):
+def _compute_type(device, dtype):
     if dtype == np.float64:
-        return cublas.CUBLAS_COMPUTE_64F
+        return _CUBLAS_COMPUTE_64F
     if dtype == np.float32 and allow_tf32 and int(device.compute_capability) >= 80:
-        return cublas.CUBLAS_COMPUTE_32F_FAST_TF32
-    return cublas.CUBLAS_COMPUTE_32F
+        return _CUBLAS_COMPUTE_32F_FAST_TF32
+    return _CUBLAS_COMPUTE_32F
 
 
 def _column_gemm(cupy, device, spec, x, weight, columns):
@@ -143,16 +150,12 @@ def _column_gemm(cupy, device, spec, x, weight, columns):
     the batch elements for each group, or over the groups for each batch element,
     whichever needs fewer calls.
     """
-    cublas = cupy.cuda.cublas
-    runtime = cupy.cuda.runtime
     batch, groups, length = x.shape[0], spec.groups, spec.in_length
     in_g = spec.in_channels // groups
     rows = spec.out_channels // groups * spec.kernel_size  # M: rows of columns per group
-    data_type = {np.dtype(np.float16): runtime.CUDA_R_16F, np.dtype(np.float32): runtime.CUDA_R_32F,
-                 np.dtype(np.float64): runtime.CUDA_R_64F}[x.dtype]
-    column_type = runtime.CUDA_R_64F if x.dtype == np.float64 else runtime.CUDA_R_32F
-    compute_type = _compute_type(cublas, device, x.dtype)
-    scalar = np.float64 if compute_type == cublas.CUBLAS_COMPUTE_64F else np.float32
+    data_type, column_type = _CUDA_DATA_TYPES[x.dtype], _CUDA_DATA_TYPES[columns.dtype]
+    compute_type = _compute_type(device, x.dtype)
+    scalar = np.float64 if compute_type == _CUBLAS_COMPUTE_64F else np.float32
     one, zero = np.ones(1, scalar), np.zeros(1, scalar)  # host pointer mode: read at the call
     x_item, w_item, c_item = x.itemsize, weight.itemsize, columns.itemsize
 
@@ -167,16 +170,16 @@ def _column_gemm(cupy, device, spec, x, weight, columns):
         calls = [(n * x_batch, 0, n * c_batch) for n in range(batch)]
         strides, count = (x_group, w_group, c_group), groups
 
-    handle = cupy.cuda.device.get_cublas_handle()
+    handle = cupy.cuda.device.get_cublas_handle()  # the current device's, on its current stream
     for x_offset, w_offset, c_offset in calls:
-        cublas.gemmStridedBatchedEx(
-            handle, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T, length, rows, in_g,
+        cupy.cuda.cublas.gemmStridedBatchedEx(
+            handle, _CUBLAS_OP_N, _CUBLAS_OP_T, length, rows, in_g,
             one.ctypes.data,
             x.data.ptr + x_offset * x_item, data_type, length, strides[0],
             weight.data.ptr + w_offset * w_item, data_type, rows, strides[1],
             zero.ctypes.data,
             columns.data.ptr + c_offset * c_item, column_type, length, strides[2],
-            count, compute_type, cublas.CUBLAS_GEMM_DEFAULT)
+            count, compute_type, _CUBLAS_GEMM_DEFAULT)
 
 
 def _check_cublas_sizes(spec):

@@ -9,9 +9,8 @@ Times are medians of wall time per call, each call followed by a device
 synchronisation, so they include launch overheads as a user sees them.
 """
 import argparse
+import statistics
 import sys
-
-import numpy as np
 
 import convt_blas
 from convt_blas import _models, _timing, cuda
@@ -79,9 +78,9 @@ def main(argv=None):
         print(f"| {layer.label} | {layer.flops / 1e9:.3f} | {t_torch * 1e3:.3f} "
               f"| {t_ours * 1e3:.3f} | {speedups[-1]:.2f}x | {diff:.1e} |", flush=True)
         del tx, tw, tb, cx, cw, cb, expected, got
-    geomean = float(np.exp(np.mean(np.log(speedups))))
-    print(f"\nspeed-up over torch: geometric mean {geomean:.2f}x, "
-          f"min {min(speedups):.2f}x, max {max(speedups):.2f}x")
+    print(f"\n{len(speedups)} layers, speed-up over torch: geometric mean "
+          f"{statistics.geometric_mean(speedups):.2f}x, from {min(speedups):.2f}x "
+          f"to {max(speedups):.2f}x")
     return 0
 
 

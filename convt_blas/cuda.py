@@ -38,11 +38,8 @@ allow_tf32 = True
 
 _SUPPORTED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _KERNEL_FILE = "convt_blas_cuda.cuh"
-_KERNEL_NAMES = {
-    np.dtype(np.float16): "convt_blas_gather_f16",
-    np.dtype(np.float32): "convt_blas_gather_f32",
-    np.dtype(np.float64): "convt_blas_gather_f64",
-}
+_KERNEL_TYPE_CODES = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32",
+                      np.dtype(np.float64): "f64"}
 # Enum values of CUDA's library_types.h and cublas_api.h (fixed by the C ABI).
 _CUDA_R_32F, _CUDA_R_64F, _CUDA_R_16F = 0, 1, 2
 _CUDA_DATA_TYPES = {np.dtype(np.float16): _CUDA_R_16F, np.dtype(np.float32): _CUDA_R_32F,
@@ -53,6 +50,8 @@ _CUBLAS_COMPUTE_32F, _CUBLAS_COMPUTE_64F, _CUBLAS_COMPUTE_32F_FAST_TF32 = 68, 70
 _THREADS_PER_BLOCK = 256
 _MAX_BLOCKS = 2 ** 31 - 1  # gridDim.x limit; the kernel's grid-stride loop covers the rest
 _INT32_MAX = 2 ** 31 - 1   # cuBLAS's m, n, k, leading dimensions and batch count are ints
+# Launches whose offsets all stay below this index in int, with room for the grid stride.
+_INDEX32_LIMIT = 2 ** 30
 # Bytes of column buffer per chunk of batch elements (one element per chunk at least).
 _COLUMN_BUDGET_BYTES = 256 * 2 ** 20
 
@@ -78,16 +77,28 @@ def _kernel_source():
         return f.read()
 
 
-def _gather_kernel(cupy, device_id, dtype):
+def _kernel_name(dtype, index_bits):
+    return f"convt_blas_gather_{_KERNEL_TYPE_CODES[dtype]}_i{index_bits}"
+
+
+def _index_bits(spec, batch):
+    """32 when every offset of a launch over ``batch`` elements fits int arithmetic, else 64."""
+    largest = max(batch * spec.out_channels * spec.out_length,
+                  batch * spec.out_channels * spec.kernel_size * spec.in_length,
+                  spec.out_length + spec.padding + spec.stride * (spec.stride + spec.dilation))
+    return 32 if largest < _INDEX32_LIMIT else 64
+
+
+def _gather_kernel(cupy, device_id, dtype, index_bits):
     """The gather kernel for ``dtype`` on the current device, compiled once per device."""
-    key = (device_id, dtype)
+    key = (device_id, dtype, index_bits)
     kernel = _kernels.get(key)
     if kernel is None:
         with _compile_lock:
             module = _modules.get(device_id)
             if module is None:
                 module = _modules[device_id] = cupy.RawModule(code=_kernel_source())
-            kernel = _kernels[key] = module.get_function(_KERNEL_NAMES[dtype])
+            kernel = _kernels[key] = module.get_function(_kernel_name(dtype, index_bits))
     return kernel
 
 
@@ -182,15 +193,17 @@ def _column_gemm(cupy, device, spec, x, weight, columns):
             count, compute_type, _CUBLAS_GEMM_DEFAULT)
 
 
-def _check_cublas_sizes(spec):
+def _check_sizes(spec):
+    """ValueError for sizes beyond cuBLAS's int arguments (and the kernel's tap arithmetic)."""
     in_g = spec.in_channels // spec.groups
     rows = spec.out_channels // spec.groups * spec.kernel_size
     for name, value in (("input length", spec.in_length), ("in_channels / groups", in_g),
                         ("out_channels / groups * kernel_size", rows),
-                        ("batch size", spec.batch), ("groups", spec.groups)):
+                        ("batch size", spec.batch), ("groups", spec.groups),
+                        ("stride", spec.stride), ("dilation", spec.dilation)):
         if value > _INT32_MAX:
-            raise ValueError(f"{name} = {value} exceeds cuBLAS's 32-bit size limit "
-                             f"({_INT32_MAX}) on the CUDA path")
+            raise ValueError(f"{name} = {value} exceeds the CUDA path's 32-bit size limit "
+                             f"({_INT32_MAX})")
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
@@ -235,7 +248,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if out is not None:
         _check_out(cupy, out, spec, input.dtype, (("input", input), ("weight", weight),
                                                   ("bias", bias)))
-    _check_cublas_sizes(spec)
+    _check_sizes(spec)
 
     device = input.device
     with device:
@@ -258,10 +271,10 @@ def _compute(cupy, device, spec, x, weight, bias, result):
                        _COLUMN_BUDGET_BYTES // (sample_elements * np.dtype(column_dtype).itemsize)))
     columns = cupy.empty((chunk, spec.out_channels, spec.kernel_size, spec.in_length),
                          column_dtype)
-    kernel = _gather_kernel(cupy, device.id, x.dtype)
     for start in range(0, spec.batch, chunk):
         count = min(chunk, spec.batch - start)
         _column_gemm(cupy, device, spec, x3[start:start + count], weight, columns)
+        kernel = _gather_kernel(cupy, device.id, x.dtype, _index_bits(spec, count))
         total = count * spec.out_channels * spec.out_length
         blocks = min(-(-total // _THREADS_PER_BLOCK), _MAX_BLOCKS)
         geometry = tuple(np.int64(v) for v in _gather_geometry(spec, count))

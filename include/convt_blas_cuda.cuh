@@ -13,7 +13,8 @@
  *
  * The same source builds three ways:
  *   - by NVRTC (CuPy's RawModule) or nvcc: extern "C" __global__ kernels
- *     convt_blas_gather_f32 / _f64 / _f16, launched on a 1-D grid of any size;
+ *     convt_blas_gather_{f32,f64,f16}_{i32,i64} (data type, index width), launched
+ *     on a 1-D grid of any size;
  *   - by a plain C++ compiler: the __host__ __device__ functions only;
  *   - by a plain C++ compiler with CONVT_BLAS_CUDA_HOST_ENTRIES defined: the
  *     same entry points as ordinary extern "C" functions that loop over every
@@ -124,33 +125,44 @@ CONVT_BLAS_HD void convt_blas_store(convt_blas_half* out, float value) {
 }
 
 /* Output element `index` of a launch (flat over (batch, out_channels, out_length)):
- * bias plus its columns, summed in Accumulator in ascending tap order. */
-template <typename Column, typename Value, typename Accumulator>
-CONVT_BLAS_HD Accumulator convt_blas_gather_element(long long index,
-                                              const Column* CONVT_BLAS_RESTRICT columns,
-                                              const Value* CONVT_BLAS_RESTRICT bias,
-                                              const convt_blas_cuda_geometry& g) {
-    const long long row = index / g.out_length;  /* n * out_channels + co */
-    const long long out_pos = index - row * g.out_length;
+ * bias plus its columns, summed in Accumulator in ascending tap order. Index is
+ * int when every offset of the launch fits in it (cheaper divisions), else long long. */
+template <typename Index, typename Column, typename Value, typename Accumulator>
+CONVT_BLAS_HD Accumulator convt_blas_gather_element(Index index,
+                                                    const Column* CONVT_BLAS_RESTRICT columns,
+                                                    const Value* CONVT_BLAS_RESTRICT bias,
+                                                    const convt_blas_cuda_geometry& g) {
+    const Index out_length = (Index)g.out_length, in_length = (Index)g.in_length;
+    const Index kernel_size = (Index)g.kernel_size, stride = (Index)g.stride;
+    const Index tap_step = (Index)g.tap_step, input_step = (Index)g.input_step;
+    const Index row = index / out_length; /* n * out_channels + co */
     Accumulator sum = 0;
     if (bias != 0) {
-        sum = convt_blas_to_accumulator(bias[row % g.out_channels]);
+        sum = convt_blas_to_accumulator(bias[row % (Index)g.out_channels]);
     }
-    /* Taps reaching out_pos satisfy k*dilation == out_pos + padding (mod stride). */
-    const long long target = out_pos + g.padding;
-    const long long residue = target % g.stride;
-    if (residue % g.phase_gcd == 0) {
-        long long tap = (residue / g.phase_gcd) * g.tap_inverse % g.tap_step;
-        long long in_pos = (target - tap * g.dilation) / g.stride;
-        if (in_pos >= g.in_length) { /* skip the taps whose input lies past the end */
-            const long long skip = (in_pos - g.in_length + g.input_step) / g.input_step;
-            tap += skip * g.tap_step;
-            in_pos -= skip * g.input_step;
+    /* Taps reaching the output satisfy tap*dilation == target (mod stride); the first one
+     * is tap = target mod stride when dilation is 1, and reads input target / stride. */
+    const Index target = index - row * out_length + (Index)g.padding;
+    const Index quotient = target / stride;
+    const Index residue = target - quotient * stride;
+    Index tap = residue;
+    Index in_pos = quotient;
+    if (g.dilation != 1) {
+        const Index phase_gcd = (Index)g.phase_gcd;
+        if (residue % phase_gcd != 0) {
+            return sum; /* no tap reaches this output */
         }
-        const Column* row_columns = columns + row * g.kernel_size * g.in_length;
-        for (; tap < g.kernel_size && in_pos >= 0; tap += g.tap_step, in_pos -= g.input_step) {
-            sum += convt_blas_to_accumulator(row_columns[tap * g.in_length + in_pos]);
-        }
+        tap = residue / phase_gcd * (Index)g.tap_inverse % tap_step;
+        in_pos += (residue - tap * (Index)g.dilation) / stride; /* exact division */
+    }
+    if (in_pos >= in_length) { /* skip the taps whose input lies past the end */
+        const Index skip = (in_pos - in_length + input_step) / input_step;
+        tap += skip * tap_step;
+        in_pos -= skip * input_step;
+    }
+    const Column* row_columns = columns + row * kernel_size * in_length;
+    for (; tap < kernel_size && in_pos >= 0; tap += tap_step, in_pos -= input_step) {
+        sum += convt_blas_to_accumulator(row_columns[tap * in_length + in_pos]);
     }
     return sum;
 }
@@ -175,23 +187,27 @@ CONVT_BLAS_HD Accumulator convt_blas_gather_element(long long index,
 
 #if defined(CONVT_BLAS_CUDA_ENTRY)
 /* bias may be null. A grid-stride loop, so any grid size covers the output. */
-#define CONVT_BLAS_CUDA_GATHER_ENTRY(name, Column, Value, Accumulator)                       \
-    CONVT_BLAS_CUDA_ENTRY name(CONVT_BLAS_CUDA_GATHER_PARAMS(Column, Value)) {              \
-        const convt_blas_cuda_geometry g = {batch,      out_channels, out_length, kernel_size, \
-                                            in_length,  stride,       padding,    dilation,    \
-                                            phase_gcd,  tap_step,     tap_inverse, input_step}; \
-        const long long total = batch * out_channels * out_length;                         \
-        for (long long index = CONVT_BLAS_CUDA_FIRST_INDEX; index < total;                 \
-             index += CONVT_BLAS_CUDA_INDEX_STEP) {                                         \
-            convt_blas_store(out + index, convt_blas_gather_element<Column, Value, Accumulator>( \
-                                              index, columns, bias, g));                    \
-        }                                                                                   \
+#define CONVT_BLAS_CUDA_GATHER_ENTRY(name, Column, Value, Accumulator, Index)                  \
+    CONVT_BLAS_CUDA_ENTRY name(CONVT_BLAS_CUDA_GATHER_PARAMS(Column, Value)) {                \
+        const convt_blas_cuda_geometry g = {batch,     out_channels, out_length,  kernel_size, \
+                                            in_length, stride,       padding,     dilation,    \
+                                            phase_gcd, tap_step,     tap_inverse, input_step}; \
+        const Index total = (Index)(batch * out_channels * out_length);                      \
+        for (Index index = (Index)(CONVT_BLAS_CUDA_FIRST_INDEX); index < total;              \
+             index += (Index)(CONVT_BLAS_CUDA_INDEX_STEP)) {                                 \
+            convt_blas_store(out + index,                                                     \
+                             convt_blas_gather_element<Index, Column, Value, Accumulator>(   \
+                                 index, columns, bias, g));                                   \
+        }                                                                                     \
     }
 
-CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f32, float, float, float)
-CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f64, double, double, double)
 /* float16: float columns (cuBLAS accumulates and stores them in float32), half bias and output. */
-CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f16, float, convt_blas_half, float)
+CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f32_i32, float, float, float, int)
+CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f64_i32, double, double, double, int)
+CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f16_i32, float, convt_blas_half, float, int)
+CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f32_i64, float, float, float, long long)
+CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f64_i64, double, double, double, long long)
+CONVT_BLAS_CUDA_GATHER_ENTRY(convt_blas_gather_f16_i64, float, convt_blas_half, float, long long)
 #endif
 
 #endif /* CONVT_BLAS_CUDA_CUH */

@@ -30,6 +30,7 @@ ARCHES = ("sm_80", "sm_90")
 DTYPES = (np.float32, np.float64, np.float16)
 C_TYPES = {"float": np.dtype(np.float32), "double": np.dtype(np.float64),
            "convt_blas_half": np.dtype(np.float16)}
+LONG_LONG = "long long"
 
 
 # ---------------------------------------------------------------- configurations
@@ -136,26 +137,26 @@ def host_kernels(tmp_path_factory):
 
 
 def kernel_signatures():
-    """{entry name: [(param name, numpy dtype or 'long long')]} parsed from the .cuh."""
+    """{entry name: [(param name, numpy dtype of the pointee or LONG_LONG)]}, from the .cuh."""
     with open(KERNEL_SOURCE) as f:
         text = f.read()
     body = re.search(r"#define CONVT_BLAS_CUDA_GATHER_PARAMS\(Column, Value\)((?:.*\\\n)*.*)",
                      text).group(1)
     params = [p.replace("\\", " ").split() for p in body.split(",")]
     signatures = {}
-    for name, column, value, _ in re.findall(
-            r"^CONVT_BLAS_CUDA_GATHER_ENTRY\((\w+), (\w+), (\w+), (\w+)\)$", text, re.M):
+    for name, column, value in re.findall(
+            r"^CONVT_BLAS_CUDA_GATHER_ENTRY\((\w+), (\w+), (\w+), [\w ]+, [\w ]+\)$", text, re.M):
         types_ = {"Column": C_TYPES[column], "Value": C_TYPES[value]}
         signatures[name] = [_param(p, types_) for p in params]
-    assert set(signatures) == {"convt_blas_gather_f32", "convt_blas_gather_f64",
-                               "convt_blas_gather_f16"}
+    assert set(signatures) == {cuda._kernel_name(np.dtype(t), bits)
+                               for t in DTYPES for bits in (32, 64)}
     return signatures
 
 
 def _param(tokens, element_types):
     name = tokens[-1]
     if tokens[:2] == ["long", "long"]:
-        return name, "long long"
+        return name, LONG_LONG
     element = next(t.rstrip("*") for t in tokens if t.rstrip("*") in element_types)
     return name, element_types[element]
 
@@ -169,14 +170,14 @@ class HostKernel:
 
     def __call__(self, *args):
         assert len(args) == len(self.params), (len(args), self.params)
-        sizes = {name: int(a) for (name, kind), a in zip(self.params, args) if kind == "long long"}
+        sizes = {name: int(a) for (name, kind), a in zip(self.params, args) if kind is LONG_LONG}
         extents = {"columns": sizes["batch"] * sizes["out_channels"] * sizes["kernel_size"]
                    * sizes["in_length"],
                    "out": sizes["batch"] * sizes["out_channels"] * sizes["out_length"],
                    "bias": sizes["out_channels"]}
         c_args = []
         for (name, kind), arg in zip(self.params, args):
-            if kind == "long long":
+            if kind is LONG_LONG:
                 assert type(arg) is np.int64, (name, type(arg))
                 c_args.append(ctypes.c_longlong(int(arg)))
             elif arg is None:
@@ -216,7 +217,7 @@ def test_kernels_use_no_atomics(nvcc_build):
 
 # ---------------------------------------------------------------- host build of the gather
 
-def run_host_gather(host_kernels, x, w, b, config, columns=None):
+def run_host_gather(host_kernels, x, w, b, config, columns=None, index_bits=32):
     """The gather entry for x's dtype over numpy columns, as the CUDA path launches it."""
     spec = spec_of(config)
     dtype = x.dtype
@@ -225,7 +226,7 @@ def run_host_gather(host_kernels, x, w, b, config, columns=None):
         columns = numpy_columns(x, w, spec.groups, column_dtype)
     out = np.full((spec.batch, spec.out_channels, spec.out_length), np.nan, dtype)
     geometry = [np.int64(v) for v in cuda._gather_geometry(spec, spec.batch)]
-    host_kernels[cuda._KERNEL_NAMES[dtype]](columns, b, out, *geometry)
+    host_kernels[cuda._kernel_name(dtype, index_bits)](columns, b, out, *geometry)
     return out
 
 
@@ -234,9 +235,10 @@ def test_host_gather_matches_cpu_path(host_kernels, dtype):
     rng = np.random.default_rng(7)
     for i, config in enumerate(SPECIAL + random_configs(int(np.dtype(dtype).num), 40)):
         x, w, b = operands(config, dtype, rng, with_bias=i % 3 != 0)
-        got = run_host_gather(host_kernels, x, w, b, config)
         expected = convt_blas.conv_transpose1d(x, w, b, **conv_kwargs(config))
-        assert_close(got, expected, dtype)
+        for index_bits in (32, 64):
+            got = run_host_gather(host_kernels, x, w, b, config, index_bits=index_bits)
+            assert_close(got, expected, dtype)
 
 
 def test_host_gather_matches_reference_exactly_in_float64(host_kernels):
@@ -246,9 +248,10 @@ def test_host_gather_matches_reference_exactly_in_float64(host_kernels):
     for config in SPECIAL + random_configs(11, 30):
         x, w, b = (a.round() for a in operands(config, np.float64, rng))
         x, w, b = x * 4, w * 4, b * 4
-        got = run_host_gather(host_kernels, x, w, b, config)
         expected = conv_transpose1d_reference(x, w, b, **conv_kwargs(config))
-        np.testing.assert_array_equal(got, expected)
+        for index_bits in (32, 64):
+            got = run_host_gather(host_kernels, x, w, b, config, index_bits=index_bits)
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_host_half_rounding_matches_numpy(host_kernels):
@@ -331,6 +334,7 @@ class FakeCupy(types.ModuleType):
         self.device_stack = [0]
         self.gemm_calls = []
         self.modules_built = []
+        self.functions_loaded = []
         fake = self
 
         class ndarray:
@@ -386,8 +390,11 @@ class FakeCupy(types.ModuleType):
         with open(KERNEL_SOURCE) as f:
             assert code == f.read()
         self.modules_built.append(self.device_stack[-1])
-        return types.SimpleNamespace(get_function=lambda name: FakeKernel(
-            self, self.host_kernels[name], self.device_stack[-1]))
+        return types.SimpleNamespace(get_function=self._get_function)
+
+    def _get_function(self, name):
+        self.functions_loaded.append(name)
+        return FakeKernel(self, self.host_kernels[name], self.device_stack[-1])
 
     # memory checks
     def _register(self, host, device_id):
@@ -533,6 +540,21 @@ def test_fake_cupy_unbatched_out_and_chunks(fake_cupy, monkeypatch):
     assert_close(single, expected[2])
     empty = run_fake(fake_cupy, x[:0], w, b, config)
     assert empty.shape == (0, 6, expected.shape[2])
+
+
+def test_fake_cupy_index_width_and_size_limits(fake_cupy, monkeypatch):
+    rng = np.random.default_rng(19)
+    config = (3, 4, 2, 5, 9, 3, 1, 2, 2, 2)
+    x, w, b = operands(config, np.float64, rng)
+    expected = convt_blas.conv_transpose1d(x, w, b, **conv_kwargs(config))
+    assert_close(run_fake(fake_cupy, x, w, b, config), expected)
+    monkeypatch.setattr(cuda, "_INDEX32_LIMIT", 3 * 4 * 17)  # the output no longer fits
+    assert_close(run_fake(fake_cupy, x, w, b, config), expected)
+    assert fake_cupy.functions_loaded == ["convt_blas_gather_f64_i32", "convt_blas_gather_f64_i64"]
+
+    put = fake_cupy.asarray
+    with pytest.raises(ValueError, match="stride = 2147483648 exceeds the CUDA path's 32-bit"):
+        convt_blas.conv_transpose1d(put(x[:, :, :1]), put(w), stride=2 ** 31)
 
 
 def test_fake_cupy_gemm_plan(fake_cupy):

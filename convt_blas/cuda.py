@@ -22,9 +22,9 @@ allow_tf32 : bool
     The default, True, is torch's default for convolutions
     (``torch.backends.cudnn.allow_tf32``). The environment variable
     ``NVIDIA_TF32_OVERRIDE=0`` disables TF32 in cuBLAS whatever this says.
-    float64 never uses TF32; float16 inputs always run on float16 tensor cores
-    with float32 accumulation and float32 columns. The gather is exact float32
-    (float64 for float64) arithmetic either way.
+    float64 never uses TF32; float16 GEMMs take float16 operands (tensor cores
+    where the GPU has them) and accumulate and store the columns in float32.
+    The gather adds in float32 (float64 for float64) either way.
 """
 import math
 import os
@@ -56,7 +56,7 @@ _INDEX32_LIMIT = 2 ** 30
 _COLUMN_BUDGET_BYTES = 256 * 2 ** 20
 
 _modules = {}  # device id -> cupy.RawModule of the gather kernels
-_kernels = {}  # (device id, dtype) -> kernel function
+_kernels = {}  # (device id, dtype, index bits) -> kernel function
 _compile_lock = threading.Lock()
 _NULL_POINTER = np.uint64(0)  # a bias argument for "no bias"
 

@@ -266,6 +266,10 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     MemoryError
         The output or the workspace cannot be allocated.
     """
+    if type(input).__module__.startswith("cupy"):  # CuPy arrays compute on their GPU
+        from . import cuda
+        return cuda.conv_transpose1d(input, weight, bias, stride, padding, output_padding,
+                                     groups, dilation, out=out)
     x = _check_dtype(_as_array(input, "input"), "input")
     w = _check_dtype(_as_array(weight, "weight"), "weight")
     b = None if bias is None else _check_dtype(_as_array(bias, "bias"), "bias")

@@ -290,13 +290,15 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if b is not None:
         b = np.ascontiguousarray(b)
     strides = _kernel_strides(x3)
-    if strides is None:
-        x3 = np.ascontiguousarray(x3)
+    if strides is None:  # a fresh copy: C-contiguous and aligned
+        x3 = np.array(x3, order="C", copy=True)
         strides = _kernel_strides(x3)
 
     params = spec.kernel_params
     units_per_sample, per_worker = kernels.plan_sizes(params)
-    workers, hold_blas = _threads.plan_threads(spec.batch * units_per_sample)
+    flops = 2 * spec.batch * spec.in_length * spec.in_channels * spec.kernel_size * (
+        spec.out_channels // spec.groups)
+    workers, hold_blas = _threads.plan_threads(spec.batch * units_per_sample, flops)
     workspace = _workspace(x3.dtype, per_worker * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
     if out is not None and not half:

@@ -121,10 +121,21 @@ class _BlasThreadLimit:
 blas_single_thread = _BlasThreadLimit()
 
 
-def plan_threads(n_units):
-    """(OpenMP workers, whether BLAS must be held to one thread) for a call."""
+# Below this much arithmetic per thread, waking threads costs more than it saves.
+MIN_FLOPS_PER_THREAD = 2_000_000
+
+
+def plan_threads(n_units, flops):
+    """(OpenMP workers, whether BLAS must be held to one thread) for a call.
+
+    Units run in a ``prange`` when there are enough of them to share evenly;
+    otherwise they run one after another and BLAS may thread each GEMM. The
+    units themselves never change with the thread count, so neither do results.
+    """
     n_threads = get_num_threads()
-    workers = max(1, min(n_threads, n_units))
-    # One unit: no prange, so BLAS may thread the single GEMM itself.
-    hold_blas = n_units > 1 or n_threads == 1
-    return workers, hold_blas
+    useful = max(1, min(n_threads, n_units, flops // MIN_FLOPS_PER_THREAD))
+    if useful == 1:
+        return 1, n_threads == 1 or flops < MIN_FLOPS_PER_THREAD
+    if n_units % useful == 0 or n_units >= 4 * useful:
+        return useful, True
+    return 1, False  # few, uneven units: one at a time, BLAS threads the GEMM

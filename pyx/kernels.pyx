@@ -44,10 +44,12 @@ cdef extern from *:
 # large enough for GEMMs near BLAS's peak, small enough to stay in cache
 # while col2im reads it back.
 cdef int64_t WORKSPACE_TARGET = 1 << 19
-# Input columns per tile at least this many (and enough to keep the halo,
-# recomputed by neighbouring tiles, a small fraction of the work).
-cdef int64_t MIN_TILE_COLUMNS = 256
-cdef int64_t HALO_FACTOR = 16
+# Cost of packing one element for BLAS, in multiply-adds per input channel
+# (measured: repacking a weight for every short tile dominates small-L layers).
+cdef double PACK_COST = 30.0
+# GEMM sides below this run far from BLAS's peak; channel blocks searched.
+cdef int64_t MIN_GEMM_SIDE = 64
+cdef int64_t MAX_CHANNEL_BLOCKS = 256
 # Groups with at most this many input channels skip BLAS: a GEMM with an
 # inner size this small (depthwise layers: 1) is all call overhead.
 cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
@@ -64,6 +66,7 @@ cdef struct Plan:
     int64_t max_columns        # input columns one unit's GEMM can need
     int64_t units_per_sample
     bint direct_taps           # compute the taps from x and w instead of a GEMM
+    bint position_major        # columns laid out (position, channel*K); see _make_plan
     int64_t worker_elements    # workspace per worker: the columns, then one phase
 
 
@@ -94,6 +97,8 @@ cdef inline bint _mul_overflows(int64_t a, int64_t b) noexcept nogil:
 
 cdef int64_t output_length(const convt_blas_params* p) noexcept nogil:
     cdef int64_t span, total
+    if p == NULL:
+        return -1
     if p.in_length < 1 or p.stride < 1 or p.dilation < 1 or p.kernel_size < 1 or p.padding < 0:
         return -1
     if _mul_overflows(p.in_length - 1, p.stride) or _mul_overflows(p.dilation, p.kernel_size - 1):
@@ -109,9 +114,11 @@ cdef int64_t output_length(const convt_blas_params* p) noexcept nogil:
 
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (shape-only decisions)."""
-    cdef int64_t c_in_g, c_out_g, K = p.kernel_size, halo, columns, rows, blocks, tiles
+    cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles
+    cdef double cost, best_cost
     if p == NULL or plan == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
+    K = p.kernel_size
     if (p.batch < 0 or p.in_channels < 1 or p.in_length < 1 or p.out_channels < 1
             or p.kernel_size < 1 or p.stride < 1 or p.dilation < 1 or p.groups < 1
             or p.padding < 0 or p.output_padding < 0
@@ -132,25 +139,31 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     if c_in_g > INT_MAX or _mul_overflows(c_out_g, K) or c_out_g * K > INT_MAX:
         return CONVT_BLAS_ERR_OVERFLOW
 
-    # Input columns a tile of the output needs beyond its own share.
+    # Cut the (channel*K) x L_in column matrix into blocks of channels and
+    # tiles of positions that fit the workspace. Every block repacks its input
+    # tile and every tile repacks its weight block, and every tile boundary
+    # recomputes a halo of columns: pick the cut that costs least.
     halo = (p.dilation * (K - 1) + p.stride - 1) / p.stride
-    columns = _min(p.in_length, _max(MIN_TILE_COLUMNS, HALO_FACTOR * halo))
-    rows = _max(1, WORKSPACE_TARGET / (columns + halo + 1))
-    plan.block_channels = _min(c_out_g, _max(1, rows / K))
-    if plan.block_channels == c_out_g:
-        # All channels fit: spend the rest of the buffer on longer tiles.
-        columns = _min(p.in_length, _max(columns, WORKSPACE_TARGET / (c_out_g * K) - halo - 1))
-    blocks = _ceil_div(c_out_g, plan.block_channels)
-    plan.block_channels = _ceil_div(c_out_g, blocks)
+    best_cost = -1.0
+    for blocks in range(1, _min(c_out_g, MAX_CHANNEL_BLOCKS) + 1):
+        rows = _ceil_div(c_out_g, blocks) * K
+        columns = _min(p.in_length, _max(1, WORKSPACE_TARGET / rows - halo - 1))
+        tiles = _ceil_div(p.in_length, columns)
+        cost = (PACK_COST * (<double>tiles * c_out_g * K + <double>blocks * p.in_length)
+                + 2.0 * (tiles - 1) * (halo + 1) * c_out_g * K)
+        if rows < MIN_GEMM_SIDE or (columns < MIN_GEMM_SIDE and columns < p.in_length):
+            cost *= 1.5  # small GEMMs run far from BLAS's peak
+        if best_cost < 0 or cost < best_cost:
+            best_cost = cost
+            plan.n_blocks = blocks
+            plan.n_tiles = tiles
+    plan.block_channels = _ceil_div(c_out_g, plan.n_blocks)
     plan.n_blocks = _ceil_div(c_out_g, plan.block_channels)
-
-    if _mul_overflows(columns, p.stride) or columns * p.stride > INT64_MAX / 4:
-        plan.tile = plan.out_length
+    if plan.n_tiles == 1 or p.stride > INT64_MAX / 4 / p.in_length:
+        plan.tile = plan.out_length  # one tile: the whole input in one GEMM
     else:
-        plan.tile = _min(plan.out_length, columns * p.stride)
-    tiles = _ceil_div(plan.out_length, plan.tile)
-    # Even tiles, each a whole number of strides.
-    plan.tile = _ceil_div(_ceil_div(plan.out_length, tiles), p.stride) * p.stride
+        # Even tiles, each a whole number of strides.
+        plan.tile = _ceil_div(_ceil_div(plan.out_length, plan.n_tiles), p.stride) * p.stride
     plan.n_tiles = _ceil_div(plan.out_length, plan.tile)
     plan.max_columns = _min(p.in_length,
                             (plan.tile - 1 + p.dilation * (K - 1)) / p.stride + 2)
@@ -165,6 +178,10 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
             or plan.block_channels * K * plan.max_columns > INT64_MAX / 1024):
         return CONVT_BLAS_ERR_OVERFLOW
     plan.direct_taps = c_in_g <= DIRECT_MAX_IN_CHANNELS
+    # BLAS is fastest when the longer side of the column block is its row
+    # count: short tiles of many channels get position-major columns.
+    plan.position_major = (not plan.direct_taps
+                           and plan.max_columns < plan.block_channels * K)
     plan.worker_elements = plan.tile / p.stride + 1
     if not plan.direct_taps:
         plan.worker_elements += plan.block_channels * K * plan.max_columns
@@ -221,6 +238,63 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
               <double complex*>a, &lda, &zero, c, &ldc)
 
 
+cdef void _columns_by_position(const convt_blas_params* p, const Plan* plan, int64_t n,
+                               int64_t g, int64_t co0, int64_t n_channels, int64_t l_lo,
+                               int64_t n_cols, const scalar_t* x, int64_t sx_n, int64_t sx_c,
+                               int64_t sx_l, const scalar_t* w, scalar_t* columns) noexcept nogil:
+    """columns[l - l_lo, c*K + k] = sum_i X_g[i, l] * W_g[i, co0 + c, k] (one row per position)."""
+    cdef int64_t K = p.kernel_size
+    cdef int64_t m_cols = n_channels * K
+    cdef const scalar_t* x_tile = x + n * sx_n + g * plan.c_in_g * sx_c + l_lo * sx_l
+    cdef const scalar_t* w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
+    if sx_l == 1:
+        # X_g is (C_in/g, L) with rows sx_c apart: use its transpose.
+        _gemm(True, False, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
+              x_tile, <int>sx_c, w_block, <int>(plan.c_out_g * K), columns, <int>m_cols)
+    else:
+        # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
+        _gemm(False, False, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
+              x_tile, <int>sx_l, w_block, <int>(plan.c_out_g * K), columns, <int>m_cols)
+
+
+cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, int64_t g, int64_t co0,
+                        int64_t n_channels, int64_t start, int64_t stop, int64_t l_lo,
+                        int64_t l_hi, const scalar_t* bias, scalar_t* out,
+                        const scalar_t* columns) noexcept nogil:
+    """col2im for position-major columns: the K taps of (l, c) land side by side.
+
+    out must already point at the unit's first output row. Positions whose
+    taps all fall inside [start, stop) take a plain contiguous loop (d = 1).
+    """
+    cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
+    cdef int64_t L_out = plan.out_length, m_cols = n_channels * K
+    cdef int64_t c, l, k, i, origin, l_inner_lo, l_inner_hi, k_first, k_last
+    cdef scalar_t* out_row
+    cdef const scalar_t* taps
+    cdef scalar_t value
+    l_inner_lo = _max(l_lo, _ceil_div(start + pad, s))
+    l_inner_hi = _min(l_hi, _floor_div(stop - 1 + pad - d * (K - 1), s))
+    if d != 1 or l_inner_lo > l_inner_hi:
+        l_inner_lo = l_hi + 1
+        l_inner_hi = l_hi
+    for c in range(n_channels):
+        out_row = out + c * L_out
+        value = bias[g * plan.c_out_g + co0 + c] if bias != NULL else 0
+        for i in range(start, stop):
+            out_row[i] = value
+        for l in range(l_lo, l_hi + 1):
+            origin = l * s - pad
+            taps = columns + (l - l_lo) * m_cols + c * K
+            if l_inner_lo <= l <= l_inner_hi:
+                for k in range(K):
+                    out_row[origin + k] += taps[k]
+            else:
+                k_first = _max(0, _ceil_div(start - origin, d))
+                k_last = _min(K - 1, _floor_div(stop - 1 - origin, d))
+                for k in range(k_first, k_last + 1):
+                    out_row[origin + k * d] += taps[k]
+
+
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                     const scalar_t* w, const scalar_t* bias, scalar_t* out,
@@ -254,6 +328,12 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     l_lo = _max(0, _ceil_div(start + pad - d * (K - 1), s))
     l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + pad, s))
     n_cols = l_hi - l_lo + 1
+    if plan.position_major and n_cols > 0:
+        _columns_by_position(p, plan, n, g, co0, n_channels, l_lo, n_cols,
+                             x, sx_n, sx_c, sx_l, w, columns)
+        _scatter_taps(p, plan, g, co0, n_channels, start, stop, l_lo, l_hi,
+                      bias, out, columns)
+        return
     if n_cols > 0 and not plan.direct_taps:
         x_tile = x + n * sx_n + g * plan.c_in_g * sx_c + l_lo * sx_l
         w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
@@ -506,11 +586,11 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
     raise_for_status(status)
 
 
-def _tuning(workspace_target=None, min_tile_columns=None):
+def _tuning(workspace_target=None, pack_cost=None):
     """Read (and optionally set) the tiling constants; for benchmarks that tune them."""
-    global WORKSPACE_TARGET, MIN_TILE_COLUMNS
+    global WORKSPACE_TARGET, PACK_COST
     if workspace_target is not None:
         WORKSPACE_TARGET = workspace_target
-    if min_tile_columns is not None:
-        MIN_TILE_COLUMNS = min_tile_columns
-    return WORKSPACE_TARGET, MIN_TILE_COLUMNS
+    if pack_cost is not None:
+        PACK_COST = pack_cost
+    return WORKSPACE_TARGET, PACK_COST

@@ -401,3 +401,13 @@ def test_torch_nan_inf_parity():
     y = convt_blas.conv_transpose1d(x, w, stride=2, padding=1)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
     np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+
+
+def test_unaligned_input(rng):
+    x, w, b = make_case(rng, 2, 3, 2, 5, 5, 1)
+    raw = np.zeros(x.nbytes + 1, np.uint8)[1:]
+    unaligned = raw.view(np.float32).reshape(x.shape)
+    unaligned[...] = x
+    assert not unaligned.flags.aligned
+    y = convt_blas.conv_transpose1d(unaligned, w, b, stride=2)
+    assert_close(y, conv_transpose1d_reference(x, w, b, 2))

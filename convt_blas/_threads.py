@@ -88,17 +88,11 @@ class _BlasThreadLimit:
         self._lock = threading.Lock()
         self._depth = 0
         self._saved = 1
-        self._controls = None
-        self._looked_up = False
-
-    def _get_controls(self):
-        if not self._looked_up:
-            self._controls = _find_openblas_controls()
-            self._looked_up = True
-        return self._controls
+        # Looked up once at import so that no call pays for it.
+        self._controls = _find_openblas_controls()
 
     def enter(self):
-        controls = self._get_controls()
+        controls = self._controls
         if controls is None:
             return
         with self._lock:

@@ -1,0 +1,172 @@
+"""Benchmark convt_blas against torch's CPU conv_transpose1d on real model layers.
+
+For every layer of ``convt_blas._models.benchmark_layers()`` and each thread
+count, both libraries run in this process, interleaved, and the median of
+repeated calls is kept. Reported per layer: time, GFLOP/s, percent of the
+sgemm rate measured in the same run, speed-up over torch, the first call's
+time (no warm-up) and the peak extra memory of a call. Writes a Markdown table
+and a PNG chart to bench/results/.
+
+Run with the OpenBLAS pinning variables unset in this command only:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_layers.py
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+import convt_blas
+from convt_blas import _functional, _models, _timing
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def sgemm_rate(threads, size=2048):
+    """GFLOP/s of scipy's sgemm on a square product: the ceiling for the GEMM."""
+    from scipy.linalg.blas import sgemm
+    from threadpoolctl import threadpool_limits
+
+    a = np.asfortranarray(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    with threadpool_limits(threads, user_api="blas"):
+        seconds = _timing.time_interleaved([lambda: sgemm(1.0, a, a)], min_seconds=1.0,
+                                           max_repeats=20)[0]
+    return 2 * size ** 3 / seconds / 1e9
+
+
+def layer_arrays(layer, rng):
+    x = rng.standard_normal((layer.batch, layer.in_channels, layer.length), np.float32)
+    w = rng.standard_normal((layer.in_channels, layer.out_channels // layer.groups,
+                             layer.kernel_size), np.float32)
+    b = rng.standard_normal(layer.out_channels, np.float32)
+    return x, w, b
+
+
+def peak_extra_bytes(call, out_bytes):
+    """Peak memory a cold call allocates beyond its output (workspace, copies)."""
+    _functional._workspaces.buffers = {}  # forget cached workspaces: measure a cold call
+    tracemalloc.start()
+    call()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return max(0, peak - out_bytes)
+
+
+def run(threads_list, seconds, only):
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    layers = [layer for layer in _models.benchmark_layers()
+              if not only or any(o in layer.label for o in only)]
+    peaks = {t: sgemm_rate(t) for t in threads_list}
+    rows = []
+    for i, layer in enumerate(layers, 1):
+        x, w, b = layer_arrays(layer, rng)
+        args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
+        tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
+        out_bytes = layer.batch * layer.out_channels * 4 * (
+            (layer.length - 1) * layer.stride - 2 * layer.padding + layer.kernel_size
+            + layer.output_padding)
+        for threads in threads_list:
+            print(f"[{i}/{len(layers)}] {layer.label}, {threads} thread(s)", file=sys.stderr,
+                  flush=True)
+            convt_blas.set_num_threads(threads)
+            torch.set_num_threads(threads)
+
+            def ours():
+                return convt_blas.conv_transpose1d(x, w, b, *args)
+
+            def theirs():
+                with torch.no_grad():
+                    return F.conv_transpose1d(tx, tw, tb, *args)
+
+            _functional._workspaces.buffers = {}
+            t0 = time.perf_counter()
+            ours()
+            first = time.perf_counter() - t0
+            t_ours, t_torch = _timing.time_interleaved([ours, theirs], seconds)
+            extra = peak_extra_bytes(ours, out_bytes)
+            gflops = layer.flops / t_ours / 1e9
+            rows.append(dict(layer=layer.label, threads=threads, flops=layer.flops, ms=t_ours * 1e3,
+                             gflops=gflops, peak_pct=100 * gflops / peaks[threads],
+                             torch_ms=t_torch * 1e3, speedup=t_torch / t_ours,
+                             first_ms=first * 1e3, extra_mib=extra / 2 ** 20))
+    convt_blas.set_num_threads(None)
+    return rows, peaks
+
+
+def markdown(rows, peaks, threads_list):
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}",
+        f"BLAS: {_timing.describe_blas()}; {_timing.openblas_env_note()}",
+        "sgemm rate (2048^3, same run): " + ", ".join(
+            f"{peaks[t]:.0f} GFLOP/s at {t} thread(s)" for t in threads_list),
+        "",
+        "| layer | threads | ms | GFLOP/s | % sgemm | torch ms | speed-up | first call ms "
+        "| extra MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['layer']} | {r['threads']} | {r['ms']:.3f} | {r['gflops']:.1f} "
+                     f"| {r['peak_pct']:.0f}% | {r['torch_ms']:.3f} | {r['speedup']:.2f}x "
+                     f"| {r['first_ms']:.3f} | {r['extra_mib']:.2f} |")
+    lines.append("")
+    for t in threads_list:
+        sp = [r["speedup"] for r in rows if r["threads"] == t]
+        big = [r["peak_pct"] for r in rows if r["threads"] == t and r["flops"] >= 1e9]
+        first = [r["first_ms"] / r["ms"] for r in rows if r["threads"] == t]
+        lines.append(
+            f"- {t} thread(s): geometric-mean speed-up {np.exp(np.mean(np.log(sp))):.2f}x, "
+            f"slowest layer {min(sp):.2f}x; layers >= 1 GFLOP at "
+            f"{min(big):.0f}-{max(big):.0f}% of sgemm; first call / steady state "
+            f"at most {max(first):.2f}x" if big else
+            f"- {t} thread(s): geometric-mean speed-up {np.exp(np.mean(np.log(sp))):.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows, threads_list, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(r["layer"] for r in rows))
+    fig, ax = plt.subplots(figsize=(11, 0.38 * len(labels) + 1.5))
+    height = 0.8 / len(threads_list)
+    for j, t in enumerate(threads_list):
+        speed = [next(r["speedup"] for r in rows if r["layer"] == lab and r["threads"] == t)
+                 for lab in labels]
+        ax.barh(np.arange(len(labels)) + j * height, speed, height, label=f"{t} thread(s)")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(np.arange(len(labels)) + height * (len(threads_list) - 1) / 2, labels,
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up over torch 2.13 conv_transpose1d (higher is better)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seconds", type=float, default=0.4, help="timing time per layer")
+    parser.add_argument("--only", nargs="*", help="substrings of layer labels to run")
+    args = parser.parse_args(argv)
+    rows, peaks = run(args.threads, args.seconds, args.only)
+    text = markdown(rows, peaks, args.threads)
+    print(text)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "layers.md"), "w") as f:
+        f.write(text)
+    chart(rows, args.threads, os.path.join(RESULTS, "speedup.png"))
+    print(f"wrote {RESULTS}/layers.md and speedup.png")
+
+
+if __name__ == "__main__":
+    main()

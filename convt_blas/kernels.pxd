@@ -25,6 +25,8 @@ cdef extern from "convt_blas.h":
         CONVT_BLAS_ERR_OVERFLOW
         CONVT_BLAS_ERR_NO_MEMORY
 
+    const char* convt_blas_strerror(int status) noexcept nogil
+
 ctypedef fused scalar_t:
     float
     double

@@ -527,23 +527,17 @@ def plan_sizes(tuple shape):
     return plan.units_per_sample, plan.worker_elements
 
 
-_STATUS_MESSAGES = {
-    CONVT_BLAS_ERR_NULL_POINTER: "a required pointer is NULL",
-    CONVT_BLAS_ERR_BAD_SHAPE: "invalid convolution parameters",
-    CONVT_BLAS_ERR_BAD_STRIDES: "input strides unsupported by the kernel",
-    CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL: "workspace too small",
-    CONVT_BLAS_ERR_OVERFLOW: "sizes overflow the kernel's index range",
-    CONVT_BLAS_ERR_NO_MEMORY: "cannot allocate the workspace",
-}
+def status_message(int status):
+    """The message ``convt_blas_strerror`` (include/convt_blas.h) gives for a status code."""
+    return convt_blas_strerror(status).decode()
 
 
 def raise_for_status(int status):
     if status == CONVT_BLAS_OK:
         return
-    message = _STATUS_MESSAGES.get(status, f"unknown status {status}")
     if status == CONVT_BLAS_ERR_NO_MEMORY:
-        raise MemoryError(message)
-    raise ValueError(f"convt_blas kernel: {message}")
+        raise MemoryError(status_message(status))
+    raise ValueError(f"convt_blas kernel: {status_message(status)}")
 
 
 def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,

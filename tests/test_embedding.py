@@ -181,8 +181,9 @@ def test_c_api_status_codes(built, rng):
 
 def test_strerror_matches_the_python_messages(built):
     h = built.harness
-    for code, message in kernels._STATUS_MESSAGES.items():
-        assert h.strerror(code) == message
+    codes = [h.ERR_NULL_POINTER, h.ERR_BAD_SHAPE, h.ERR_WORKSPACE_TOO_SMALL, h.ERR_OVERFLOW]
+    for code in codes:
+        assert h.strerror(code) == kernels.status_message(code)
     assert h.strerror(h.OK) == "success"
     assert "unknown" in h.strerror(12345)
 

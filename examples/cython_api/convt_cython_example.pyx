@@ -12,9 +12,6 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
-cdef extern from "convt_blas.h":
-    const char* convt_blas_strerror(int status) noexcept nogil
-
 
 def conv_transpose1d_many(const double[:, :, :, ::1] x, const double[:, :, :, ::1] w,
                           double[:, :, :, ::1] out, int64_t stride=1, int64_t padding=0,
@@ -54,4 +51,4 @@ def conv_transpose1d_many(const double[:, :, :, ::1] x, const double[:, :, :, ::
     for m in range(x.shape[0]):
         if status[m] != ck.CONVT_BLAS_OK:
             raise ValueError(f"item {m}: convt_blas: "
-                             f"{convt_blas_strerror(status[m]).decode()} (status {status[m]})")
+                             f"{ck.convt_blas_strerror(status[m]).decode()} (status {status[m]})")

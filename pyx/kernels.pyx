@@ -238,15 +238,25 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
               <double complex*>a, &lda, &zero, c, &ldc)
 
 
-cdef void _columns_by_position(const convt_blas_params* p, const Plan* plan, int64_t n,
-                               int64_t g, int64_t co0, int64_t n_channels, int64_t l_lo,
-                               int64_t n_cols, const scalar_t* x, int64_t sx_n, int64_t sx_c,
-                               int64_t sx_l, const scalar_t* w, scalar_t* columns) noexcept nogil:
-    """columns[l - l_lo, c*K + k] = sum_i X_g[i, l] * W_g[i, co0 + c, k] (one row per position)."""
-    cdef int64_t K = p.kernel_size
+cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
+                              int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
+                              int64_t n_channels, int64_t n_cols, scalar_t* columns) noexcept nogil:
+    """columns[c*K + k, l] = sum_i W_g[i, c, k] * X_g[i, l]: one row per (channel, tap)."""
+    if sx_l == 1:
+        # X_g is (C_in/g, L) with rows sx_c apart.
+        _gemm(True, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+              w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_c, columns, <int>n_cols)
+    else:
+        # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
+        _gemm(True, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+              w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_l, columns, <int>n_cols)
+
+
+cdef void _columns_by_position(const Plan* plan, int64_t K, const scalar_t* x_tile,
+                               int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
+                               int64_t n_channels, int64_t n_cols, scalar_t* columns) noexcept nogil:
+    """columns[l, c*K + k] = sum_i X_g[i, l] * W_g[i, c, k]: one row per input position."""
     cdef int64_t m_cols = n_channels * K
-    cdef const scalar_t* x_tile = x + n * sx_n + g * plan.c_in_g * sx_c + l_lo * sx_l
-    cdef const scalar_t* w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart: use its transpose.
         _gemm(True, False, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
@@ -257,13 +267,12 @@ cdef void _columns_by_position(const convt_blas_params* p, const Plan* plan, int
               x_tile, <int>sx_l, w_block, <int>(plan.c_out_g * K), columns, <int>m_cols)
 
 
-cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, int64_t g, int64_t co0,
+cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, const scalar_t* bias,
                         int64_t n_channels, int64_t start, int64_t stop, int64_t l_lo,
-                        int64_t l_hi, const scalar_t* bias, scalar_t* out,
-                        const scalar_t* columns) noexcept nogil:
+                        int64_t l_hi, const scalar_t* columns, scalar_t* out) noexcept nogil:
     """col2im for position-major columns: the K taps of (l, c) land side by side.
 
-    out must already point at the unit's first output row. Positions whose
+    ``out`` and ``bias`` point at the unit's first channel. Positions whose
     taps all fall inside [start, stop) take a plain contiguous loop (d = 1).
     """
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
@@ -279,7 +288,7 @@ cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, int64_t g,
         l_inner_hi = l_hi
     for c in range(n_channels):
         out_row = out + c * L_out
-        value = bias[g * plan.c_out_g + co0 + c] if bias != NULL else 0
+        value = bias[c] if bias != NULL else 0
         for i in range(start, stop):
             out_row[i] = value
         for l in range(l_lo, l_hi + 1):
@@ -295,65 +304,28 @@ cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, int64_t g,
                     out_row[origin + k * d] += taps[k]
 
 
-cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
-                    const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                    const scalar_t* w, const scalar_t* bias, scalar_t* out,
-                    scalar_t* columns, scalar_t* phase) noexcept nogil:
+cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const scalar_t* bias,
+                         int64_t n_channels, int64_t start, int64_t stop, int64_t l_lo,
+                         int64_t l_hi, const scalar_t* columns, const scalar_t* x_group,
+                         int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
+                         scalar_t* phase, scalar_t* out) noexcept nogil:
+    """col2im for channel-major columns, as a gather one output phase at a time.
+
+    Output position o with o + pad = q*s + r receives tap k (where
+    k*d = j*s + r) of input position l = q - j. Summing a phase's taps into a
+    contiguous buffer keeps the adds vectorisable; each output element is then
+    stored once, bias included. With ``plan.direct_taps`` the taps come straight
+    from ``x_group`` and ``w_block`` instead of the columns.
+    """
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
-    cdef int64_t L_out = plan.out_length
-    cdef int64_t n, g, block, tile, rest, co0, n_channels, start, stop
-    cdef int64_t l_lo, l_hi, n_cols, c, k, r, j, q, q_first, q_last, q_a, q_b, n_q, i
+    cdef int64_t L_out = plan.out_length, n_cols = l_hi - l_lo + 1
+    cdef int64_t c, k, r, j, q, q_first, q_last, q_a, q_b, n_q, i
     cdef scalar_t* out_row
     cdef const scalar_t* col_row
-    cdef const scalar_t* x_tile
-    cdef const scalar_t* w_block
     cdef const scalar_t* x_row
-    cdef scalar_t tap
-    cdef scalar_t value
-
-    n = unit / plan.units_per_sample
-    rest = unit - n * plan.units_per_sample
-    g = rest / (plan.n_blocks * plan.n_tiles)
-    rest = rest - g * (plan.n_blocks * plan.n_tiles)
-    block = rest / plan.n_tiles
-    tile = rest - block * plan.n_tiles
-
-    co0 = block * plan.block_channels
-    n_channels = _min(plan.block_channels, plan.c_out_g - co0)
-    start = tile * plan.tile
-    stop = _min(start + plan.tile, L_out)
-    out += (n * p.out_channels + g * plan.c_out_g + co0) * L_out
-
-    # Input columns l whose window l*s + k*d - pad reaches [start, stop).
-    l_lo = _max(0, _ceil_div(start + pad - d * (K - 1), s))
-    l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + pad, s))
-    n_cols = l_hi - l_lo + 1
-    if plan.position_major and n_cols > 0:
-        _columns_by_position(p, plan, n, g, co0, n_channels, l_lo, n_cols,
-                             x, sx_n, sx_c, sx_l, w, columns)
-        _scatter_taps(p, plan, g, co0, n_channels, start, stop, l_lo, l_hi,
-                      bias, out, columns)
-        return
-    if n_cols > 0 and not plan.direct_taps:
-        x_tile = x + n * sx_n + g * plan.c_in_g * sx_c + l_lo * sx_l
-        w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
-        # columns[c*K + k, l - l_lo] = sum_i W_g[i, co0 + c, k] * X_g[i, l]
-        if sx_l == 1:
-            # X_g is (C_in/g, L) with rows sx_c apart.
-            _gemm(True, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
-                  w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_c, columns, <int>n_cols)
-        else:
-            # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
-            _gemm(True, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
-                  w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_l, columns, <int>n_cols)
-
-    # col2im as a gather, one phase at a time. Output position o with
-    # o + pad = q*s + r receives tap k (where k*d = j*s + r) of input position
-    # l = q - j. Summing a phase's taps into a contiguous buffer keeps the adds
-    # vectorisable; each output element is then stored once, bias included.
+    cdef scalar_t tap, value
     for c in range(n_channels):
-        out_row = out + c * L_out
-        value = bias[g * plan.c_out_g + co0 + c] if bias != NULL else 0
+        value = bias[c] if bias != NULL else 0
         for r in range(s):
             q_first = _ceil_div(start + pad - r, s)
             q_last = _floor_div(stop - 1 + pad - r, s)
@@ -369,10 +341,9 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                 q_a = _max(q_first, l_lo + j)
                 q_b = _min(q_last, l_hi + j)
                 if plan.direct_taps:
-                    # Tap k of every input channel of the group, straight from x and w.
                     for i in range(plan.c_in_g):
-                        tap = w[((g * plan.c_in_g + i) * plan.c_out_g + co0 + c) * K + k]
-                        x_row = x + n * sx_n + (g * plan.c_in_g + i) * sx_c - j * sx_l
+                        tap = w_block[(i * plan.c_out_g + c) * K + k]
+                        x_row = x_group + i * sx_c - j * sx_l
                         if sx_l == 1:
                             for q in range(q_a, q_b + 1):
                                 phase[q - q_first] += tap * x_row[q]
@@ -390,6 +361,49 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
             else:
                 for i in range(n_q):
                     out_row[i * s] = phase[i]
+
+
+cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
+                    const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                    const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                    scalar_t* columns, scalar_t* phase) noexcept nogil:
+    """One unit: its output channels [co0, co0 + n_channels) over positions [start, stop)."""
+    cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
+    cdef int64_t n, g, block, tile, rest, co0, n_channels, start, stop, l_lo, l_hi, n_cols
+    cdef const scalar_t* x_group
+    cdef const scalar_t* w_block
+
+    n = unit / plan.units_per_sample
+    rest = unit - n * plan.units_per_sample
+    g = rest / (plan.n_blocks * plan.n_tiles)
+    rest = rest - g * (plan.n_blocks * plan.n_tiles)
+    block = rest / plan.n_tiles
+    tile = rest - block * plan.n_tiles
+    co0 = block * plan.block_channels
+    n_channels = _min(plan.block_channels, plan.c_out_g - co0)
+    start = tile * plan.tile
+    stop = _min(start + plan.tile, plan.out_length)
+
+    out += (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
+    if bias != NULL:
+        bias += g * plan.c_out_g + co0
+    x_group = x + n * sx_n + g * plan.c_in_g * sx_c
+    w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
+
+    # Input positions l whose taps l*s + k*d - pad reach [start, stop).
+    l_lo = _max(0, _ceil_div(start + pad - d * (K - 1), s))
+    l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + pad, s))
+    n_cols = l_hi - l_lo + 1
+    if plan.position_major and n_cols > 0:
+        _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                             n_channels, n_cols, columns)
+        _scatter_taps(p, plan, bias, n_channels, start, stop, l_lo, l_hi, columns, out)
+        return
+    if n_cols > 0 and not plan.direct_taps:
+        _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                            n_channels, n_cols, columns)
+    _gather_phases(p, plan, bias, n_channels, start, stop, l_lo, l_hi, columns,
+                   x_group, sx_c, sx_l, w_block, phase, out)
 
 
 cdef int _conv_transpose1d(const convt_blas_params* p,

@@ -298,7 +298,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     units_per_sample, per_worker = kernels.plan_sizes(params)
     flops = 2 * spec.batch * spec.in_length * spec.in_channels * spec.kernel_size * (
         spec.out_channels // spec.groups)
-    workers, hold_blas = _threads.plan_threads(spec.batch * units_per_sample, flops)
+    workers = _threads.plan_threads(spec.batch * units_per_sample, flops)
     workspace = _workspace(x3.dtype, per_worker * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
     if out is not None and not half:
@@ -306,13 +306,11 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     else:
         result = np.empty(full_shape, dtype=x3.dtype)
 
-    if hold_blas:
-        _threads.blas_single_thread.enter()
+    _threads.blas_single_thread.enter()
     try:
         kernels.run(params, x3, strides, w, b, result, workspace, workers)
     finally:
-        if hold_blas:
-            _threads.blas_single_thread.exit()
+        _threads.blas_single_thread.exit()
 
     if half:
         result = result.astype(np.float16)

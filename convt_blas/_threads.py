@@ -1,8 +1,9 @@
 """The one place that decides thread counts.
 
 A call runs its work units in an OpenMP ``prange`` with BLAS held to one
-thread inside (nested BLAS threads would oversubscribe the cores). Only a
-call with a single work unit lets BLAS use its own threads.
+thread inside: nested BLAS threads would oversubscribe the cores, and a
+threaded GEMM rounds differently, which would make results depend on the
+thread count.
 """
 import ctypes
 import glob
@@ -120,16 +121,10 @@ MIN_FLOPS_PER_THREAD = 2_000_000
 
 
 def plan_threads(n_units, flops):
-    """(OpenMP workers, whether BLAS must be held to one thread) for a call.
+    """OpenMP workers for a call of ``n_units`` units and ``flops`` multiply-adds x 2.
 
-    Units run in a ``prange`` when there are enough of them to share evenly;
-    otherwise they run one after another and BLAS may thread each GEMM. The
-    units themselves never change with the thread count, so neither do results.
+    BLAS always runs single-threaded inside: a threaded GEMM rounds differently
+    from a serial one, and results must not depend on the thread count. The
+    kernel's plan cuts large work into enough units for the threads instead.
     """
-    n_threads = get_num_threads()
-    useful = max(1, min(n_threads, n_units, flops // MIN_FLOPS_PER_THREAD))
-    if useful == 1:
-        return 1, n_threads == 1 or flops < MIN_FLOPS_PER_THREAD
-    if n_units % useful == 0 or n_units >= 4 * useful:
-        return useful, True
-    return 1, False  # few, uneven units: one at a time, BLAS threads the GEMM
+    return max(1, min(get_num_threads(), n_units, flops // MIN_FLOPS_PER_THREAD))

@@ -50,6 +50,9 @@ cdef double PACK_COST = 30.0
 # GEMM sides below this run far from BLAS's peak; channel blocks searched.
 cdef int64_t MIN_GEMM_SIDE = 64
 cdef int64_t MAX_CHANNEL_BLOCKS = 256
+# Work per group above MIN_UNIT_FLOPS is cut into up to this many units.
+cdef int64_t MIN_UNITS_PER_GROUP = 8
+cdef double MIN_UNIT_FLOPS = 4e6
 # Groups with at most this many input channels skip BLAS: a GEMM with an
 # inner size this small (depthwise layers: 1) is all call overhead.
 cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
@@ -114,8 +117,8 @@ cdef int64_t output_length(const convt_blas_params* p) noexcept nogil:
 
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (shape-only decisions)."""
-    cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles
-    cdef double cost, best_cost
+    cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
+    cdef double cost, best_cost, group_flops
     if p == NULL or plan == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
     K = p.kernel_size
@@ -143,12 +146,23 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # tiles of positions that fit the workspace. Every block repacks its input
     # tile and every tile repacks its weight block, and every tile boundary
     # recomputes a halo of columns: pick the cut that costs least.
+    # Large groups are cut into at least a few units so that threads have
+    # work to share; BLAS itself never threads (its threaded GEMM rounds
+    # differently, and results must not depend on the thread count).
     halo = (p.dilation * (K - 1) + p.stride - 1) / p.stride
+    group_flops = 2.0 * p.in_length * c_in_g * c_out_g * K
+    if group_flops >= MIN_UNITS_PER_GROUP * MIN_UNIT_FLOPS:
+        min_units = MIN_UNITS_PER_GROUP
+    else:
+        min_units = _max(1, <int64_t>(group_flops / MIN_UNIT_FLOPS))
     best_cost = -1.0
     for blocks in range(1, _min(c_out_g, MAX_CHANNEL_BLOCKS) + 1):
         rows = _ceil_div(c_out_g, blocks) * K
         columns = _min(p.in_length, _max(1, WORKSPACE_TARGET / rows - halo - 1))
         tiles = _ceil_div(p.in_length, columns)
+        if blocks * tiles < min_units:
+            tiles = _min(p.in_length, _ceil_div(min_units, blocks))
+            columns = _ceil_div(p.in_length, tiles)
         cost = (PACK_COST * (<double>tiles * c_out_g * K + <double>blocks * p.in_length)
                 + 2.0 * (tiles - 1) * (halo + 1) * c_out_g * K)
         if rows < MIN_GEMM_SIDE or (columns < MIN_GEMM_SIDE and columns < p.in_length):

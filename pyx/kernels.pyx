@@ -196,10 +196,19 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # count: short tiles of many channels get position-major columns.
     plan.position_major = (not plan.direct_taps
                            and plan.max_columns < plan.block_channels * K)
-    plan.worker_elements = plan.tile / p.stride + 1
+    plan.worker_elements = _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride)
     if not plan.direct_taps:
         plan.worker_elements += plan.block_channels * K * plan.max_columns
     return CONVT_BLAS_OK
+
+
+cdef inline int64_t _phase_rows(const Plan* plan, int64_t stride) noexcept nogil:
+    # Strides 1 and 2 keep each phase's row until they interleave; others need one.
+    return 1 if stride != 2 else 2
+
+
+cdef inline int64_t _phase_row_length(const Plan* plan, int64_t stride) noexcept nogil:
+    return plan.tile / stride + 2
 
 
 cdef inline int64_t _worker_count(const Plan* plan, int64_t batch, int n_threads) noexcept nogil:
@@ -322,32 +331,42 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
                          int64_t n_channels, int64_t start, int64_t stop, int64_t l_lo,
                          int64_t l_hi, const scalar_t* columns, const scalar_t* x_group,
                          int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                         scalar_t* phase, scalar_t* out) noexcept nogil:
+                         scalar_t* phases, scalar_t* out) noexcept nogil:
     """col2im for channel-major columns, as a gather one output phase at a time.
 
-    Output position o with o + pad = q*s + r receives tap k (where
-    k*d = j*s + r) of input position l = q - j. Summing a phase's taps into a
-    contiguous buffer keeps the adds vectorisable; each output element is then
-    stored once, bias included. With ``plan.direct_taps`` the taps come straight
-    from ``x_group`` and ``w_block`` instead of the columns.
+    Output position o with o + pad = q*s + r (phase r) receives tap k, where
+    k*d = j*s + r, of input position l = q - j. A phase's taps are contiguous
+    shifted rows of the columns: they are summed into one row of ``phases``
+    (vectorised adds, starting from the bias), and the rows are then
+    interleaved into the output, each element stored once. With
+    ``plan.direct_taps`` the taps come from ``x_group`` and ``w_block``.
     """
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
     cdef int64_t L_out = plan.out_length, n_cols = l_hi - l_lo + 1
-    cdef int64_t c, k, r, j, q, q_first, q_last, q_a, q_b, n_q, i
+    cdef int64_t row_len = _phase_row_length(plan, s)
+    cdef int64_t first = start + pad, last = stop - 1 + pad   # o + pad, in the tile
+    cdef int64_t n_rows = _min(s, stop - start)
+    cdef int64_t c, k, r, r_off, j, q, q_first, q_last, q_a, q_b, i, n_pairs
+    cdef scalar_t* row
     cdef scalar_t* out_row
+    cdef const scalar_t* row_a
+    cdef const scalar_t* row_b
     cdef const scalar_t* col_row
     cdef const scalar_t* x_row
     cdef scalar_t tap, value
     for c in range(n_channels):
         value = bias[c] if bias != NULL else 0
-        for r in range(s):
-            q_first = _ceil_div(start + pad - r, s)
-            q_last = _floor_div(stop - 1 + pad - r, s)
-            if q_first > q_last:
-                continue
-            n_q = q_last - q_first + 1
-            for i in range(n_q):
-                phase[i] = value
+        out_row = out + c * L_out - pad   # indexed by o + pad
+        # Row r_off holds phase r = (first + r_off) mod s, from its first q on.
+        for r_off in range(n_rows):
+            r = (first + r_off) % s
+            q_first = _ceil_div(first - r, s)
+            q_last = _floor_div(last - r, s)
+            # Strides 1 and 2 keep their rows for the interleave below; larger
+            # strides store each row at once and reuse one buffer.
+            row = phases + (r_off if s <= 2 else 0) * row_len - q_first
+            for q in range(q_first, q_last + 1):
+                row[q] = value
             for k in range(K):
                 if (k * d) % s != r:
                     continue
@@ -360,21 +379,30 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
                         x_row = x_group + i * sx_c - j * sx_l
                         if sx_l == 1:
                             for q in range(q_a, q_b + 1):
-                                phase[q - q_first] += tap * x_row[q]
+                                row[q] += tap * x_row[q]
                         else:
                             for q in range(q_a, q_b + 1):
-                                phase[q - q_first] += tap * x_row[q * sx_l]
+                                row[q] += tap * x_row[q * sx_l]
                 else:
                     col_row = columns + (c * K + k) * n_cols - l_lo - j
                     for q in range(q_a, q_b + 1):
-                        phase[q - q_first] += col_row[q]
-            out_row = out + c * L_out + q_first * s + r - pad
-            if s == 1:
-                for i in range(n_q):
-                    out_row[i] = phase[i]
-            else:
-                for i in range(n_q):
-                    out_row[i * s] = phase[i]
+                        row[q] += col_row[q]
+            if s > 2:
+                for i in range(q_last - q_first + 1):
+                    out_row[(q_first + i) * s + r] = phases[i]
+        if s == 1:
+            for i in range(stop - start):
+                out_row[first + i] = phases[i]
+        elif s == 2:
+            # The most common stride: a two-way interleave the compiler vectorises.
+            row_a = phases
+            row_b = phases + row_len
+            n_pairs = (stop - start) / 2
+            for i in range(n_pairs):
+                out_row[first + 2 * i] = row_a[i]
+                out_row[first + 2 * i + 1] = row_b[i]
+            if (stop - start) % 2:
+                out_row[last] = row_a[n_pairs]
 
 
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
@@ -450,7 +478,7 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return CONVT_BLAS_OK
 
     per_worker = plan.worker_elements
-    columns_len = plan.worker_elements - (plan.tile / p.stride + 1)
+    columns_len = plan.worker_elements - _phase_rows(&plan, p.stride) * _phase_row_length(&plan, p.stride)
     workers = _worker_count(&plan, p.batch, n_threads if n_threads > 0 else 1)
     if workspace == NULL:
         workspace = <scalar_t*>malloc(<size_t>(per_worker * workers) * sizeof(scalar_t))

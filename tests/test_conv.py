@@ -411,3 +411,11 @@ def test_unaligned_input(rng):
     assert not unaligned.flags.aligned
     y = convt_blas.conv_transpose1d(unaligned, w, b, stride=2)
     assert_close(y, conv_transpose1d_reference(x, w, b, 2))
+
+
+@pytest.mark.parametrize("stride,dilation,padding", [(10**6, 1, 3), (7, 10**5, 2), (3, 1, 0)])
+def test_extreme_stride_and_dilation(rng, stride, dilation, padding):
+    """Sparse outputs: most positions receive no tap and hold only the bias."""
+    x, w, b = make_case(rng, 2, 2, 3, 3, 4, 1)
+    y = convt_blas.conv_transpose1d(x, w, b, stride=stride, padding=padding, dilation=dilation)
+    assert_close(y, conv_transpose1d_reference(x, w, b, stride, padding, 0, 1, dilation))

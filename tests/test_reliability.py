@@ -393,3 +393,28 @@ def test_bitwise_deterministic_with_threaded_blas(rng, default_threads, case):
     n, c_in, c_out_g, k, length, groups, params = case
     x, w, b = random_case(rng, n, c_in, c_out_g, k, length, groups, np.float64)
     assert_bitwise_deterministic(x, w, b, groups, params)
+
+
+# ---------------------------------------------------------------------------
+# Alignment
+
+def unaligned_copy(a):
+    """``a``'s values in C-contiguous memory one byte off its dtype's alignment."""
+    buffer = np.zeros(a.nbytes + 1, np.uint8)
+    shifted = buffer[1:].view(a.dtype).reshape(a.shape)
+    shifted[...] = a
+    return shifted
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("c_in", [3, 16], ids=["direct-taps", "gemm"])
+def test_unaligned_weight_bias_and_out(rng, dtype, c_in):
+    """Correct results from unaligned operands (as unpickled or received arrays can be).
+    Under tools/sanitize.sh UBSan also checks that no unaligned value is accessed."""
+    x, w, b = random_case(rng, 3, c_in, 4, 3, 200, dtype=dtype)
+    expected = conv_transpose1d_reference(x, w, b, stride=2)
+    out = unaligned_copy(np.zeros(expected.shape, dtype))
+    assert not out.flags.aligned
+    y = convt_blas.conv_transpose1d(x, unaligned_copy(w), unaligned_copy(b), stride=2, out=out)
+    assert y is out
+    assert_close(out, expected, dtype)

@@ -14,12 +14,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 TREE=${CONVT_BLAS_SANITIZE_DIR:-$ROOT/build/sanitize}
 
-# A copy of the sources, so the sanitized extension never replaces the normal one.
+# A copy of the sources (what git tracks, or would), so the sanitized extension never
+# replaces the normal one.
 rm -rf "$TREE"
 mkdir -p "$TREE"
-cp -R "$ROOT/setup.py" "$ROOT/pyproject.toml" "$ROOT/convt_blas" "$ROOT/include" "$ROOT/pyx" \
-      "$ROOT/tests" "$TREE/"
-find "$TREE" \( -name '*.so' -o -name '__pycache__' -o -name 'kernels.c' \) -prune -exec rm -rf {} +
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar cf -) \
+    | (cd "$TREE" && tar xf -)
 cd "$TREE"
 CONVT_BLAS_SANITIZE=1 "$PYTHON" setup.py -q build_ext --inplace
 
@@ -81,8 +81,18 @@ fi
 # --capture=sys: what the sanitizers write to file descriptor 2 is not captured
 # by pytest, so it reaches the terminal and the log.
 status=0
-"$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys tests "$@" 2> >(tee "$LOG" >&2) \
-    || status=$?
+# Child Python processes (Dask workers, builds that import convt_blas) keep the preload;
+# nvcc crashes under it, so it is run through a shim that drops it.
+SHIMS=$TREE/without-asan
+mkdir -p "$SHIMS"
+for tool in nvcc; do
+    if real=$(command -v "$tool"); then
+        printf '#!/bin/sh\nunset LD_PRELOAD\nexec "%s" "$@"\n' "$real" > "$SHIMS/$tool"
+        chmod +x "$SHIMS/$tool"
+    fi
+done
+PATH=$SHIMS:$PATH "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys tests "$@" \
+    2> >(tee "$LOG" >&2) || status=$?
 wait  # for tee
 if grep -q -E "ERROR: AddressSanitizer|runtime error:" "$LOG"; then
     echo "sanitize.sh: sanitizer reports (full log: $LOG):" >&2

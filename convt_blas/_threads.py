@@ -14,6 +14,8 @@ import threading
 from . import kernels
 
 _requested_threads = None
+# True in a child forked while the kernels run on GNU OpenMP; see _after_fork_in_child.
+_serial_after_fork = False
 
 
 def openmp_enabled():
@@ -40,8 +42,12 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Threads a call will use at most (1 when built without OpenMP)."""
-    if not kernels.openmp_enabled():
+    """Threads a call will use at most.
+
+    1 when built without OpenMP, and in a process forked from one whose
+    kernels run on GNU OpenMP (whatever ``set_num_threads`` asked for).
+    """
+    if not kernels.openmp_enabled() or _serial_after_fork:
         return 1
     if _requested_threads is not None:
         return _requested_threads
@@ -75,6 +81,20 @@ def _find_openblas_controls():
                 put.argtypes = [ctypes.c_int]
                 return get, put
     return None
+
+
+def _gnu_openmp_runtime():
+    """Whether the kernels' OpenMP runtime is GNU libgomp.
+
+    dlsym on the extension's handle searches its dependencies too; LLVM's and
+    Intel's runtimes also export GOMP_* entry points, but only they have
+    __kmpc_fork_call.
+    """
+    try:
+        lib = ctypes.CDLL(kernels.__file__)
+    except OSError:
+        return False
+    return hasattr(lib, "GOMP_parallel") and not hasattr(lib, "__kmpc_fork_call")
 
 
 class _BlasThreadLimit:
@@ -112,8 +132,29 @@ class _BlasThreadLimit:
             if self._depth == 0 and self._saved != 1:
                 controls[1](self._saved)
 
+    def reset_after_fork(self):
+        """Forget calls of the parent's threads, which do not exist in a forked child."""
+        self._lock = threading.Lock()  # may have been held by one of them
+        if self._depth and self._controls is not None and self._saved != 1:
+            self._controls[1](self._saved)
+        self._depth = 0
+
 
 blas_single_thread = _BlasThreadLimit()
+_GNU_OPENMP = kernels.openmp_enabled() and _gnu_openmp_runtime()
+
+
+def _after_fork_in_child():
+    # libgomp keeps the parent's thread pool in its state but the threads are
+    # gone in a forked child, so the child's first parallel region waits on
+    # them forever. The serial path of the kernels never enters the runtime.
+    global _serial_after_fork
+    _serial_after_fork = _GNU_OPENMP
+    blas_single_thread.reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # Below this much arithmetic per thread, waking threads costs more than it saves.

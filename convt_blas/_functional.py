@@ -195,6 +195,11 @@ def check_arguments(input_shape, weight_shape, bias_shape=None, stride=1, paddin
         raise ValueError(f"dilation must be positive, got dilation={dilation}")
     if groups < 1:
         raise ValueError(f"groups must be positive, got groups={groups}")
+    for name, value in (("stride", stride), ("padding", padding),
+                        ("output_padding", output_padding), ("dilation", dilation),
+                        ("groups", groups)):
+        if value > _MAX_ELEMENTS:
+            raise ValueError(f"{name}={value} is too large (at most 2**59)")
 
     batched = len(input_shape) == 3
     n, c_in, l_in = input_shape if batched else (1, *input_shape)

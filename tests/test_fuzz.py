@@ -431,9 +431,6 @@ def test_any_arguments_give_reference_result_or_clean_error(case):
             assert array.tobytes() == saved, "the caller's memory was written"
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="a parameter beyond int64 with a valid output length reaches the "
-                          "kernel's int64 fields: OverflowError instead of ValueError")
 def test_parameters_beyond_int64_raise_value_error():
     x = np.ones((1, 1, 2), np.float32)
     w = np.ones((1, 1, 1), np.float32)

@@ -158,7 +158,7 @@ if hasattr(os, "register_at_fork"):
 
 
 # Below this much arithmetic per thread, waking threads costs more than it saves.
-MIN_FLOPS_PER_THREAD = 2_000_000
+MIN_FLOPS_PER_THREAD = 1_000_000
 
 
 def plan_threads(n_units, flops):

@@ -367,8 +367,11 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
             row = phases + (r_off if s <= 2 else 0) * row_len - q_first
             for q in range(q_first, q_last + 1):
                 row[q] = value
-            for k in range(K):
-                if (k * d) % s != r:
+            # Taps of phase r: k*d = j*s + r. With d = 1 they are k = r, r + s, ...
+            k = r if d == 1 else 0
+            while k < K:
+                if d != 1 and (k * d) % s != r:
+                    k += 1
                     continue
                 j = (k * d - r) / s
                 q_a = _max(q_first, l_lo + j)
@@ -387,6 +390,7 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
                     col_row = columns + (c * K + k) * n_cols - l_lo - j
                     for q in range(q_a, q_b + 1):
                         row[q] += col_row[q]
+                k += s if d == 1 else 1
             if s > 2:
                 for i in range(q_last - q_first + 1):
                     out_row[(q_first + i) * s + r] = phases[i]

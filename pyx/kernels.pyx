@@ -56,6 +56,7 @@ cdef double MIN_UNIT_FLOPS = 4e6
 # Groups with at most this many input channels skip BLAS: a GEMM with an
 # inner size this small (depthwise layers: 1) is all call overhead.
 cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
+cdef int64_t DIRECT_UNIT_OUTPUTS = 8192
 
 
 cdef struct Plan:
@@ -68,6 +69,7 @@ cdef struct Plan:
     int64_t n_tiles
     int64_t max_columns        # input columns one unit's GEMM can need
     int64_t units_per_sample
+    int64_t groups_per_unit    # > 1 only for direct taps: tiny groups share a unit
     bint direct_taps           # compute the taps from x and w instead of a GEMM
     bint position_major        # columns laid out (position, channel*K); see _make_plan
     int64_t worker_elements    # workspace per worker: the columns, then one phase
@@ -185,13 +187,19 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
         return CONVT_BLAS_ERR_OVERFLOW
     if _mul_overflows(p.groups, plan.n_blocks) or _mul_overflows(p.groups * plan.n_blocks, plan.n_tiles):
         return CONVT_BLAS_ERR_OVERFLOW
-    plan.units_per_sample = p.groups * plan.n_blocks * plan.n_tiles
+    plan.direct_taps = c_in_g <= DIRECT_MAX_IN_CHANNELS
+    plan.groups_per_unit = 1
+    if plan.direct_taps:
+        # Depthwise groups are a few dozen multiply-adds each: a unit takes
+        # enough of them to outweigh its own bookkeeping.
+        plan.groups_per_unit = _min(p.groups, _max(1, DIRECT_UNIT_OUTPUTS / (c_out_g * plan.tile)))
+    plan.units_per_sample = (_ceil_div(p.groups, plan.groups_per_unit)
+                             * plan.n_blocks * plan.n_tiles)
     if _mul_overflows(plan.units_per_sample, p.batch):
         return CONVT_BLAS_ERR_OVERFLOW
     if (_mul_overflows(plan.block_channels * K, plan.max_columns)
             or plan.block_channels * K * plan.max_columns > INT64_MAX / 1024):
         return CONVT_BLAS_ERR_OVERFLOW
-    plan.direct_taps = c_in_g <= DIRECT_MAX_IN_CHANNELS
     # BLAS is fastest when the longer side of the column block is its row
     # count: short tiles of many channels get position-major columns.
     plan.position_major = (not plan.direct_taps
@@ -413,16 +421,19 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                     const scalar_t* w, const scalar_t* bias, scalar_t* out,
                     scalar_t* columns, scalar_t* phase) noexcept nogil:
-    """One unit: its output channels [co0, co0 + n_channels) over positions [start, stop)."""
+    """One unit: output channels [co0, co0 + n_channels) of its groups, positions [start, stop)."""
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
-    cdef int64_t n, g, block, tile, rest, co0, n_channels, start, stop, l_lo, l_hi, n_cols
+    cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop
+    cdef int64_t l_lo, l_hi, n_cols
     cdef const scalar_t* x_group
     cdef const scalar_t* w_block
+    cdef const scalar_t* bias_block
+    cdef scalar_t* out_block
 
     n = unit / plan.units_per_sample
     rest = unit - n * plan.units_per_sample
-    g = rest / (plan.n_blocks * plan.n_tiles)
-    rest = rest - g * (plan.n_blocks * plan.n_tiles)
+    g_first = (rest / (plan.n_blocks * plan.n_tiles)) * plan.groups_per_unit
+    rest = rest % (plan.n_blocks * plan.n_tiles)
     block = rest / plan.n_tiles
     tile = rest - block * plan.n_tiles
     co0 = block * plan.block_channels
@@ -430,26 +441,26 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     start = tile * plan.tile
     stop = _min(start + plan.tile, plan.out_length)
 
-    out += (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
-    if bias != NULL:
-        bias += g * plan.c_out_g + co0
-    x_group = x + n * sx_n + g * plan.c_in_g * sx_c
-    w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
-
     # Input positions l whose taps l*s + k*d - pad reach [start, stop).
     l_lo = _max(0, _ceil_div(start + pad - d * (K - 1), s))
     l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + pad, s))
     n_cols = l_hi - l_lo + 1
-    if plan.position_major and n_cols > 0:
-        _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                             n_channels, n_cols, columns)
-        _scatter_taps(p, plan, bias, n_channels, start, stop, l_lo, l_hi, columns, out)
-        return
-    if n_cols > 0 and not plan.direct_taps:
-        _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                            n_channels, n_cols, columns)
-    _gather_phases(p, plan, bias, n_channels, start, stop, l_lo, l_hi, columns,
-                   x_group, sx_c, sx_l, w_block, phase, out)
+    for g in range(g_first, _min(p.groups, g_first + plan.groups_per_unit)):
+        out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
+        bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
+        x_group = x + n * sx_n + g * plan.c_in_g * sx_c
+        w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
+        if plan.position_major and n_cols > 0:
+            _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                                 n_channels, n_cols, columns)
+            _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
+                          out_block)
+            continue
+        if n_cols > 0 and not plan.direct_taps:
+            _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                                n_channels, n_cols, columns)
+        _gather_phases(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
+                       x_group, sx_c, sx_l, w_block, phase, out_block)
 
 
 cdef int _conv_transpose1d(const convt_blas_params* p,
@@ -493,7 +504,7 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
 
     if workers > 1:
-        for unit in prange(units, num_threads=<int>workers, schedule='dynamic', chunksize=1):
+        for unit in prange(units, num_threads=<int>workers, schedule='guided'):
             _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
                       workspace + threadid() * per_worker,
                       workspace + threadid() * per_worker + columns_len)

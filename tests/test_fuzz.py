@@ -10,6 +10,8 @@ no crash, and no write to the caller's memory except a successful ``out=``
 """
 import numbers
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -29,6 +31,9 @@ SUPPORTED = [np.float16, np.float32, np.float64, np.complex64, np.complex128]
 UNSUPPORTED = [np.int8, np.int32, np.int64, np.uint8, np.bool_, np.longdouble, object, "U1", "M8[s]"]
 PARAMS = ("stride", "padding", "output_padding", "dilation", "groups")
 INT64_MAX = 2 ** 63 - 1
+# Valid calls with a larger stride take time proportional to it (see
+# test_huge_stride_does_not_hang): they are not drawn until that is fixed.
+KNOWN_SLOW_STRIDE = 2 ** 20
 # Outputs in this window of bytes may be allocatable (overcommit) and would then be
 # written in full; below it they are cheap, above it no machine can map them.
 RISKY_OUTPUT_BYTES = (2 ** 26, 2 ** 48)
@@ -210,7 +215,7 @@ def mutate_operand(draw, case, rng):
         shape = list(a.shape)
         shape[axis] = max(0, shape[axis] + draw(st.sampled_from([-1, 1, 2])))
         a = make_array(rng, tuple(shape), a.dtype, False)
-    elif kind == "huge_batch" and a.ndim == 3 and a.shape[0]:
+    elif kind == "huge_batch" and a.ndim == 3 and a.size:
         # A batch as large as NumPy can describe, in no memory (stride 0).
         a = np.broadcast_to(a[:1], (max(2, 2 ** 60 // max(1, a[0].nbytes)),) + a.shape[1:])
     seen[index] = a
@@ -249,7 +254,8 @@ def mutate_out(draw, case, rng):
     if kind in ("list", "scalar"):
         case["out"] = [7.0] if kind == "list" else 7.0
         return
-    if kind == "overlaps_input" and isinstance(x, np.ndarray) and x.dtype == dtype and x.size:
+    if (kind == "overlaps_input" and isinstance(x, np.ndarray) and x.dtype == dtype
+            and 0 < x.size <= 2 ** 22):
         # One buffer: the input, then the output starting on the input's last element.
         size = int(np.prod(shape))
         buffer = np.empty(x.size + size, dtype)
@@ -380,6 +386,11 @@ def output_bytes_risky(case):
     return RISKY_OUTPUT_BYTES[0] < nbytes < RISKY_OUTPUT_BYTES[1]
 
 
+def stride_beyond(case, limit):
+    ints = read_params(case)
+    return ints is not None and ints[0] > limit
+
+
 def beyond_int64(case):
     ints = read_params(case)
     return ints is not None and max(ints) > INT64_MAX
@@ -407,6 +418,8 @@ def test_valid_arguments_match_reference(case):
 @given(any_calls())
 def test_any_arguments_give_reference_result_or_clean_error(case):
     assume(not output_bytes_risky(case))
+    # Known: time grows with the stride, see test_huge_stride_does_not_hang.
+    assume(expected_shape(case) is None or not stride_beyond(case, KNOWN_SLOW_STRIDE))
     before = memory_snapshot(case)
     try:
         result = call(case)
@@ -439,3 +452,16 @@ def test_parameters_beyond_int64_raise_value_error():
     with pytest.raises(ValueError):
         convt_blas.conv_transpose1d(x, w, stride=2 ** 63, padding=2 ** 62, out=out)
 
+
+
+@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
+                   reason="the kernels' col2im loops over every phase of the stride "
+                          "(for r in range(stride)), so a call takes time proportional to "
+                          "the stride however small its output: about 4 ns x stride x "
+                          "channels, hours for stride 2**40")
+def test_huge_stride_does_not_hang():
+    # A 3-sample output; in a subprocess so that a hang ends with the timeout.
+    call = ("import numpy as np, convt_blas; convt_blas.conv_transpose1d("
+            "np.ones((1, 1, 1), np.float32), np.ones((1, 1, 3), np.float32), stride=2**40)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", call], cwd=root, check=True, timeout=5)

@@ -28,12 +28,10 @@ fuzz_settings = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
 
 ALLOWED_ERRORS = (ValueError, TypeError, MemoryError)
 SUPPORTED = [np.float16, np.float32, np.float64, np.complex64, np.complex128]
-UNSUPPORTED = [np.int8, np.int32, np.int64, np.uint8, np.bool_, np.longdouble, object, "U1", "M8[s]"]
+UNSUPPORTED = [np.int8, np.int32, np.int64, np.uint8, np.bool_, np.longdouble, object, "U1",
+               "M8[s]"]
 PARAMS = ("stride", "padding", "output_padding", "dilation", "groups")
 INT64_MAX = 2 ** 63 - 1
-# Valid calls with a larger stride take time proportional to it (see
-# test_huge_stride_does_not_hang): they are not drawn until that is fixed.
-KNOWN_SLOW_STRIDE = 2 ** 20
 # Outputs in this window of bytes may be allocatable (overcommit) and would then be
 # written in full; below it they are cheap, above it no machine can map them.
 RISKY_OUTPUT_BYTES = (2 ** 26, 2 ** 48)
@@ -76,6 +74,16 @@ class DlpackOnly:
 
     def __dlpack_device__(self):
         return self.array.__dlpack_device__()
+
+
+class BrokenDlpack:
+    """A DLPack producer whose export fails with an exception of its own."""
+
+    def __dlpack__(self, **kwargs):
+        raise AttributeError("no buffer to export")
+
+    def __dlpack_device__(self):
+        return (1, 0)
 
 
 class BrokenArray:
@@ -207,7 +215,7 @@ def mutate_operand(draw, case, rng):
         if draw(st.booleans()) or a.ndim == 0:
             a = a[np.newaxis]
         else:
-            a = a[0] if a.shape[0] else np.zeros(a.shape[1:], a.dtype)
+            a = np.asarray(a[0]) if a.shape[0] else np.zeros(a.shape[1:], a.dtype)
     elif kind == "zero" and a.ndim:
         a = np.take(a, [], axis=draw(st.integers(0, a.ndim - 1)))
     elif kind == "resize" and a.ndim:
@@ -386,16 +394,6 @@ def output_bytes_risky(case):
     return RISKY_OUTPUT_BYTES[0] < nbytes < RISKY_OUTPUT_BYTES[1]
 
 
-def stride_beyond(case, limit):
-    ints = read_params(case)
-    return ints is not None and ints[0] > limit
-
-
-def beyond_int64(case):
-    ints = read_params(case)
-    return ints is not None and max(ints) > INT64_MAX
-
-
 def call(case):
     x, w, b = case["passed"]
     return convt_blas.conv_transpose1d(x, w, b, **case["params"], out=case["out"])
@@ -418,19 +416,11 @@ def test_valid_arguments_match_reference(case):
 @given(any_calls())
 def test_any_arguments_give_reference_result_or_clean_error(case):
     assume(not output_bytes_risky(case))
-    # Known: time grows with the stride, see test_huge_stride_does_not_hang.
-    assume(expected_shape(case) is None or not stride_beyond(case, KNOWN_SLOW_STRIDE))
     before = memory_snapshot(case)
     try:
         result = call(case)
     except ALLOWED_ERRORS as exc:
         event(type(exc).__name__)
-        result = None
-    except OverflowError:
-        # Known: see test_parameters_beyond_int64_raise_value_error.
-        if not beyond_int64(case):
-            raise
-        event("OverflowError (known)")
         result = None
     else:
         event("result")
@@ -454,14 +444,19 @@ def test_parameters_beyond_int64_raise_value_error():
 
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
-                   reason="the kernels' col2im loops over every phase of the stride "
-                          "(for r in range(stride)), so a call takes time proportional to "
-                          "the stride however small its output: about 4 ns x stride x "
-                          "channels, hours for stride 2**40")
 def test_huge_stride_does_not_hang():
-    # A 3-sample output; in a subprocess so that a hang ends with the timeout.
+    """A call's time must not grow with the stride (col2im once visited every phase of it,
+    hours for this 3-sample output); in a subprocess so that a hang ends with the timeout."""
     call = ("import numpy as np, convt_blas; convt_blas.conv_transpose1d("
             "np.ones((1, 1, 1), np.float32), np.ones((1, 1, 3), np.float32), stride=2**40)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-c", call], cwd=root, check=True, timeout=5)
+    subprocess.run([sys.executable, "-c", call], cwd=root, check=True, timeout=30)
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="_as_array turns any failure of __array__ into TypeError, but lets a "
+                          "__dlpack__ failure other than BufferError, TypeError, ValueError or "
+                          "RuntimeError escape")
+def test_failing_dlpack_producer_gives_type_error():
+    with pytest.raises(TypeError):
+        convt_blas.conv_transpose1d(BrokenDlpack(), np.ones((1, 1, 1), np.float32))

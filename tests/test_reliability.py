@@ -5,7 +5,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import tracemalloc
 
@@ -27,7 +26,8 @@ try:
         SANITIZED = "libasan" in _maps.read()
 except OSError:
     SANITIZED = False
-needs_plain_memory = pytest.mark.skipif(SANITIZED, reason="memory figures are meaningless under ASan")
+needs_plain_memory = pytest.mark.skipif(SANITIZED,
+                                        reason="memory figures are meaningless under ASan")
 needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
                                 reason="no fork start method on this platform")
 
@@ -63,7 +63,8 @@ def mixed_calls(rng):
     calls = []
     for i, dtype in enumerate([np.float32, np.float64, np.complex64, np.complex128, np.float16]):
         x, w, b = random_case(rng, 1 + i % 3, 4, 3, 3 + i % 2, 20 + 7 * i, 2, dtype)
-        out = np.empty((x.shape[0], 6, (x.shape[2] - 1) * 2 + w.shape[2] - 2), x.dtype)
+        out = np.empty((x.shape[0], 6, convt_blas.output_length(x.shape[2], w.shape[2], 2, 1)),
+                       x.dtype)
         calls += [
             lambda x=x, w=w, b=b: convt_blas.conv_transpose1d(x, w, b, stride=2, groups=2),
             lambda x=x, w=w: convt_blas.conv_transpose1d(x[0], w, padding=1, groups=2),
@@ -79,7 +80,8 @@ def mixed_calls(rng):
         lambda: convt_blas.conv_transpose1d(x, w.astype(np.float64)),
         lambda: convt_blas.conv_transpose1d(x, w, out=np.empty((1, 1, 1), np.float32)),
         lambda: convt_blas.conv_transpose1d(x, w, stride=2 ** 45),  # MemoryError
-        lambda: convt_blas.conv_transpose1d(x, w, stride=2 ** 62, padding=2 ** 61),  # the kernel refuses
+        # Shapes pass the checks; the kernel refuses.
+        lambda: convt_blas.conv_transpose1d(x, w, stride=2 ** 62, padding=2 ** 61),
     ]
 
     def expect_error(call):
@@ -231,17 +233,38 @@ def test_out_untouched_on_every_error(rng):
 # ---------------------------------------------------------------------------
 # Python threads
 
-def test_eight_python_threads_many_shapes(rng):
-    """Parallel calls (OpenMP prange, BLAS held to one thread) beside single-unit
-    calls (BLAS free to thread) from 8 threads at once: all correct, no deadlock."""
+THREAD_CASES = [  # (n, c_in, c_out/groups, K, L, groups, dtype, params)
+    (8, 32, 32, 4, 400, 1, np.float32, dict(stride=2)),              # the first four: prange
+    (6, 32, 16, 3, 500, 2, np.float64, dict(stride=3, padding=1)),
+    (3, 64, 64, 3, 300, 1, np.float32, dict(padding=1)),
+    (1, 128, 64, 5, 300, 1, np.float64, dict(stride=2, dilation=2)),
+    (1, 4, 3, 1, 40, 1, np.float32, dict()),                         # the last four: serial
+    (4, 8, 4, 2, 100, 2, np.complex64, dict(stride=2, output_padding=1)),
+    (7, 4, 7, 5, 280, 1, np.float32, dict(stride=3, padding=2, dilation=2)),
+    (2, 16, 8, 7, 200, 4, np.complex128, dict(stride=4)),
+]
+
+
+def openmp_workers(x, w, **params):
+    """OpenMP workers of a call on these operands (BLAS always runs single-threaded)."""
+    spec = check_arguments(x.shape, w.shape, None, **params)
+    units = spec.batch * convt_blas.kernels.plan_sizes(spec.kernel_params)[0]
+    flops = 2 * x.size * w.shape[1] * w.shape[2]
+    return _threads.plan_threads(units, flops)
+
+
+def test_eight_python_threads_many_shapes(rng, default_threads):
+    """Calls in an OpenMP prange beside serial calls, from 8 threads at once, all
+    sharing the hold on OpenBLAS's thread count: all correct, no deadlock."""
+    convt_blas.set_num_threads(2)
     cases = []
-    for i in range(8):
-        groups = 1 + i % 2
-        dtype = [np.float32, np.float64, np.complex64, np.float32][i % 4]
-        n = 1 if i % 3 == 0 else 3 + i
-        x, w, b = random_case(rng, n, 4 * groups, 3 + i, 1 + i % 5, 40 + 60 * i, groups, dtype)
-        params = dict(stride=1 + i % 3, padding=i % 2, groups=groups, dilation=1 + i % 2)
+    for n, c_in, c_out_g, k, length, groups, dtype, params in THREAD_CASES:
+        x, w, b = random_case(rng, n, c_in, c_out_g, k, length, groups, dtype)
+        params = dict(params, groups=groups)
         cases.append((x, w, b, params, conv_transpose1d_reference(x, w, b, **params)))
+    if convt_blas.openmp_enabled():
+        workers = {openmp_workers(x, w, **params) for x, w, _, params, _ in cases}
+        assert workers == {1, 2}, workers
     failures = []
     start = threading.Barrier(8)
 
@@ -272,21 +295,13 @@ def forked_call(args):
     return convt_blas.get_num_threads(), convt_blas.conv_transpose1d(x, w, b, stride=2)
 
 
-def runs_in_parallel(x, w, **params):
-    """Whether a call on these operands runs an OpenMP parallel region."""
-    spec = check_arguments(x.shape, w.shape, None, **params)
-    units = spec.batch * convt_blas.kernels.plan_sizes(spec.kernel_params)[0]
-    flops = 2 * x.size * w.shape[1] * w.shape[2]
-    return _threads.plan_threads(units, flops) > 1
-
-
 @needs_fork
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads running
 def test_forked_workers_after_parallel_use(rng, default_threads):
     convt_blas.set_num_threads(2)
     cases = [random_case(rng, 8, 32, 32, 4, 400 + 50 * i) for i in range(4)]
     if convt_blas.openmp_enabled():
-        assert all(runs_in_parallel(x, w, stride=2) for x, w, _ in cases)
+        assert all(openmp_workers(x, w, stride=2) > 1 for x, w, _ in cases)
     expected = [convt_blas.conv_transpose1d(x, w, b, stride=2) for x, w, b in cases]
     pool = multiprocessing.get_context("fork").Pool(2)
     try:

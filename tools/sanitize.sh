@@ -18,8 +18,13 @@ TREE=${CONVT_BLAS_SANITIZE_DIR:-$ROOT/build/sanitize}
 # replaces the normal one.
 rm -rf "$TREE"
 mkdir -p "$TREE"
-(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar cf -) \
-    | (cd "$TREE" && tar xf -)
+if git -C "$ROOT" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+    (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar cf -) \
+        | (cd "$TREE" && tar xf -)
+else
+    (cd "$ROOT" && tar cf - --exclude=./build --exclude=./.venv --exclude='*.so' .) \
+        | (cd "$TREE" && tar xf -)
+fi
 cd "$TREE"
 CONVT_BLAS_SANITIZE=1 "$PYTHON" setup.py -q build_ext --inplace
 
@@ -51,7 +56,8 @@ fi
 # PYTHONMALLOC=malloc: every Python object comes from ASan's malloc too.
 LOG=$TREE/sanitizer.log
 export LD_PRELOAD="$PRELOAD${LD_PRELOAD:+:$LD_PRELOAD}"
-export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+ASAN_DEFAULTS=detect_leaks=0:allocator_may_return_null=1:abort_on_error=1
+export ASAN_OPTIONS="$ASAN_DEFAULTS${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=0${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export PYTHONMALLOC=malloc
 
@@ -78,9 +84,6 @@ else
     exit 1
 fi
 
-# --capture=sys: what the sanitizers write to file descriptor 2 is not captured
-# by pytest, so it reaches the terminal and the log.
-status=0
 # Child Python processes (Dask workers, builds that import convt_blas) keep the preload;
 # nvcc crashes under it, so it is run through a shim that drops it.
 SHIMS=$TREE/without-asan
@@ -91,6 +94,9 @@ for tool in nvcc; do
         chmod +x "$SHIMS/$tool"
     fi
 done
+# --capture=sys: what the sanitizers write to file descriptor 2 is not captured
+# by pytest, so it reaches the terminal and the log.
+status=0
 PATH=$SHIMS:$PATH "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys tests "$@" \
     2> >(tee "$LOG" >&2) || status=$?
 wait  # for tee

@@ -28,7 +28,7 @@ def _as_array(obj, name):
     if hasattr(obj, "__dlpack__"):
         try:
             return np.from_dlpack(obj)
-        except (BufferError, TypeError, ValueError, RuntimeError):
+        except Exception:  # noqa: BLE001  any producer failure: try __array__ instead
             pass  # e.g. a device other than the CPU, or an unsupported dtype
     try:
         return np.asarray(obj)

@@ -291,9 +291,10 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if half:  # computed in float32, returned as float16
         x3, w = x3.astype(np.float32), w.astype(np.float32)
         b = None if b is None else b.astype(np.float32)
-    w = np.ascontiguousarray(w)
+    # The kernels read weight and bias as C arrays: contiguous and aligned.
+    w = np.require(w, requirements="CA")
     if b is not None:
-        b = np.ascontiguousarray(b)
+        b = np.require(b, requirements="CA")
     strides = _kernel_strides(x3)
     if strides is None:  # a fresh copy: C-contiguous and aligned
         x3 = np.array(x3, order="C", copy=True)
@@ -306,10 +307,9 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     workers = _threads.plan_threads(spec.batch * units_per_sample, flops)
     workspace = _workspace(x3.dtype, per_worker * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
-    if out is not None and not half:
-        result = out.reshape(full_shape)
-    else:
-        result = np.empty(full_shape, dtype=x3.dtype)
+    # An unaligned or float16 out= is filled from an aligned result at the end.
+    direct_out = out is not None and not half and out.flags.aligned
+    result = out.reshape(full_shape) if direct_out else np.empty(full_shape, dtype=x3.dtype)
 
     _threads.blas_single_thread.enter()
     try:
@@ -319,9 +319,8 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
     if half:
         result = result.astype(np.float16)
-        if out is not None:
-            out.reshape(full_shape)[...] = result
-            return out
     if out is not None:
+        if not direct_out:
+            out.reshape(full_shape)[...] = result
         return out
     return result if spec.batched else result[0]

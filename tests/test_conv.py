@@ -419,3 +419,19 @@ def test_extreme_stride_and_dilation(rng, stride, dilation, padding):
     x, w, b = make_case(rng, 2, 2, 3, 3, 4, 1)
     y = convt_blas.conv_transpose1d(x, w, b, stride=stride, padding=padding, dilation=dilation)
     assert_close(y, conv_transpose1d_reference(x, w, b, stride, padding, 0, 1, dilation))
+
+
+def _unaligned_copy(a):
+    raw = np.zeros(a.nbytes + 1, np.uint8)[1:]
+    view = raw.view(a.dtype).reshape(a.shape)
+    view[...] = a
+    assert not view.flags.aligned
+    return view
+
+
+def test_unaligned_weight_bias_and_out(rng):
+    x, w, b = make_case(rng, 2, 3, 2, 5, 7, 1)
+    out = _unaligned_copy(np.zeros((2, 2, 17), np.float32))
+    y = convt_blas.conv_transpose1d(x, _unaligned_copy(w), _unaligned_copy(b), stride=2, out=out)
+    assert y is out
+    assert_close(out, conv_transpose1d_reference(x, w, b, 2))

@@ -80,8 +80,7 @@ def mixed_calls(rng):
         lambda: convt_blas.conv_transpose1d(x, w.astype(np.float64)),
         lambda: convt_blas.conv_transpose1d(x, w, out=np.empty((1, 1, 1), np.float32)),
         lambda: convt_blas.conv_transpose1d(x, w, stride=2 ** 45),  # MemoryError
-        # Shapes pass the checks; the kernel refuses.
-        lambda: convt_blas.conv_transpose1d(x, w, stride=2 ** 62, padding=2 ** 61),
+        lambda: convt_blas.conv_transpose1d(x, w, stride=2 ** 62, padding=2 ** 61),  # too large
     ]
 
     def expect_error(call):
@@ -210,7 +209,7 @@ def test_out_untouched_on_every_error(rng):
         dict(groups=3), dict(stride=1.5), dict(padding="1"), dict(stride=(1, 2)),
         dict(w=w.astype(np.float64)), dict(b=b[:2]), dict(x=x[:, :3]), dict(x=x.astype(np.int32)),
         dict(x=x.astype(np.float64)),  # out has the float32 result's dtype
-        dict(stride=2 ** 62, padding=2 ** 61),  # shape checks pass, the kernel refuses
+        dict(stride=2 ** 62, padding=2 ** 61),  # a parameter too large
         dict(x=x[0]),  # out has the batched shape
     ]
     for override in bad_calls:

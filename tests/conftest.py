@@ -30,3 +30,16 @@ def assert_close(actual, expected, dtype=None):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+class DlpackOnly:
+    """An array-like known only through DLPack."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __dlpack__(self, **kwargs):
+        return self.array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()

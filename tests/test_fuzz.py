@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import convt_blas
-from conftest import assert_close
+from conftest import DlpackOnly, assert_close
 from reference import conv_transpose1d_reference
 
 FUZZ_EXAMPLES = int(os.environ.get("CONVT_BLAS_FUZZ_EXAMPLES", "100"))
@@ -52,6 +52,7 @@ WILD_PARAMETER = st.one_of(
 LAYOUTS = ["contiguous", "fortran", "reversed", "strided", "channels_last", "broadcast",
            "overlapping", "unaligned", "big_endian", "readonly"]
 
+
 class ArrayInterface:
     """An array-like known only through ``__array__``."""
 
@@ -61,17 +62,6 @@ class ArrayInterface:
     def __array__(self, dtype=None, copy=None):
         return self.array
 
-class DlpackOnly:
-    """An array-like known only through DLPack."""
-
-    def __init__(self, array):
-        self.array = array
-
-    def __dlpack__(self, **kwargs):
-        return self.array.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self.array.__dlpack_device__()
 
 class BrokenDlpack:
     """A DLPack producer whose export fails with an exception of its own."""
@@ -82,11 +72,13 @@ class BrokenDlpack:
     def __dlpack_device__(self):
         return (1, 0)
 
+
 class BrokenArray:
     """An array-like whose conversion fails with an unrelated exception."""
 
     def __array__(self, dtype=None, copy=None):
         raise RuntimeError("conversion failed")
+
 
 def make_array(rng, shape, dtype, special):
     """Random values of ``dtype``; NaN and +-Inf sprinkled in when ``special``."""
@@ -101,6 +93,7 @@ def make_array(rng, shape, dtype, special):
         where = rng.integers(0, flat.size, size=1 + flat.size // 8)
         flat[where] = rng.choice([np.nan, np.inf, -np.inf], size=where.size)
     return values.astype(dtype)
+
 
 def relayout(a, layout, rng):
     """``a`` in another memory layout (a view of fresh memory; values kept unless noted)."""
@@ -138,6 +131,7 @@ def relayout(a, layout, rng):
         return frozen
     return a
 
+
 def as_int(value, allow_tuple=True):
     """The int a parameter stands for, as torch reads it, or None if it is not one."""
     if allow_tuple and isinstance(value, (tuple, list)):
@@ -148,9 +142,11 @@ def as_int(value, allow_tuple=True):
         return None
     return int(value)
 
+
 def int_forms(value):
     """Ways to pass the int ``value``: int, NumPy int, 1-tuple, 1-list."""
     return st.sampled_from([value, np.int64(value), (value,), [value]])
+
 
 @st.composite
 def valid_calls(draw):
@@ -188,6 +184,7 @@ def valid_calls(draw):
     if wrapper is ArrayInterface or (wrapper is DlpackOnly and x.dtype.isnative):
         passed_x = wrapper(x)
     return dict(passed=(passed_x, w, b), seen=[x, w, b], params=params, out=out)
+
 
 def mutate_operand(draw, case, rng):
     """Replace input, weight or bias by something wrong (or by an odd but valid form)."""
@@ -235,6 +232,7 @@ def mutate_operand(draw, case, rng):
                              "dict": {"data": 1}}[choice]
     case["passed"] = tuple(passed)
 
+
 def mutate_out(draw, case, rng):
     """An ``out=`` that is wrong in one way (or sometimes right)."""
     x = case["seen"][0]
@@ -270,6 +268,7 @@ def mutate_out(draw, case, rng):
         out[...] = 7
     case["out"] = out
 
+
 @st.composite
 def any_calls(draw):
     """A valid call with up to three things made wrong (parameters, operands, out=)."""
@@ -285,12 +284,14 @@ def any_calls(draw):
             mutate_out(draw, case, rng)
     return case
 
+
 def read_params(case):
     """(stride, padding, output_padding, groups, dilation) as ints, or None if one is not."""
     p = case["params"]
     ints = [as_int(p["stride"]), as_int(p["padding"]), as_int(p["output_padding"]),
             as_int(p["groups"], allow_tuple=False), as_int(p["dilation"])]
     return None if None in ints else tuple(ints)
+
 
 def expected_shape(case):
     """The result's shape if the shapes and parameters are all valid, else None."""
@@ -311,6 +312,7 @@ def expected_shape(case):
             or (b is not None and getattr(b, "shape", None) != (c_out,))):
         return None
     return (n, c_out, l_out)[3 - x.ndim:]
+
 
 def scattered_reference(x, w, b, stride, padding, output_padding, groups, dilation):
     """The definition summed term by term over (channel, position, tap).
@@ -336,6 +338,7 @@ def scattered_reference(x, w, b, stride, padding, output_padding, groups, dilati
         y += b.astype(acc)[None, :, None]
     return y if x.ndim == 3 else y[0]
 
+
 def expected_result(case):
     x, w, b = case["seen"]
     stride, padding, output_padding, groups, dilation = read_params(case)
@@ -345,6 +348,7 @@ def expected_result(case):
         reference = scattered_reference
     with np.errstate(all="ignore"):  # NaN and Inf inputs
         return reference(x, w, b, stride, padding, output_padding, groups, dilation)
+
 
 def assert_matches_reference(actual, case):
     """Finite entries within the dtype's tolerance; NaN and Inf where the reference has them."""
@@ -360,12 +364,14 @@ def assert_matches_reference(actual, case):
         np.testing.assert_array_equal(actual[np.isinf(expected)], expected[np.isinf(expected)])
     assert_close(np.where(finite, actual, 0), np.where(finite, expected, 0), actual.dtype)
 
+
 def memory_snapshot(case):
     """(array, its bytes) for every array the caller passed, to show none was written."""
     arrays = [a for a in case["seen"] if isinstance(a, np.ndarray)]
     if isinstance(case["out"], np.ndarray):
         arrays.append(case["out"])
     return [(a, a.tobytes()) for a in arrays if a.size <= 2 ** 24]  # not huge_batch views
+
 
 def output_bytes_risky(case):
     shape = expected_shape(case)
@@ -374,9 +380,11 @@ def output_bytes_risky(case):
     nbytes = int(np.prod(shape, dtype=object)) * max(4, case["seen"][0].itemsize)
     return RISKY_OUTPUT_BYTES[0] < nbytes < RISKY_OUTPUT_BYTES[1]
 
+
 def call(case):
     x, w, b = case["passed"]
     return convt_blas.conv_transpose1d(x, w, b, **case["params"], out=case["out"])
+
 
 @fuzz_settings
 @given(valid_calls())
@@ -389,6 +397,7 @@ def test_valid_arguments_match_reference(case):
     for array, saved in before:
         if array is not case["out"]:
             assert array.tobytes() == saved, "an input was written"
+
 
 @fuzz_settings
 @given(any_calls())
@@ -411,6 +420,7 @@ def test_any_arguments_give_reference_result_or_clean_error(case):
         if result is None or array is not case["out"]:
             assert array.tobytes() == saved, "the caller's memory was written"
 
+
 def test_parameters_beyond_int64_raise_value_error():
     x = np.ones((1, 1, 2), np.float32)
     w = np.ones((1, 1, 1), np.float32)
@@ -419,6 +429,7 @@ def test_parameters_beyond_int64_raise_value_error():
     with pytest.raises(ValueError):
         convt_blas.conv_transpose1d(x, w, stride=2 ** 63, padding=2 ** 62, out=out)
 
+
 def test_huge_stride_does_not_hang():
     """A call's time must not grow with the stride (col2im once visited every phase of it,
     hours for this 3-sample output); in a subprocess so that a hang ends with the timeout."""
@@ -426,6 +437,7 @@ def test_huge_stride_does_not_hang():
             "np.ones((1, 1, 1), np.float32), np.ones((1, 1, 3), np.float32), stride=2**40)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, "-c", call], cwd=root, check=True, timeout=30)
+
 
 def test_failing_dlpack_producer_gives_type_error():
     with pytest.raises(TypeError):

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import DlpackOnly, assert_close
 
 import convt_blas
 from convt_blas import ConvTranspose1d
@@ -392,17 +392,7 @@ def test_torch_and_dlpack_inputs_are_read_without_a_copy(torch, rng):
     assert peak_allocation(lambda: layer(tx, out=out)) < tx.nbytes // 4
     assert_close(out, expected, np.float32)
 
-    class Producer:  # a bare DLPack producer, not an ndarray
-        def __init__(self, array):
-            self.array = array
-
-        def __dlpack__(self, **kwargs):
-            return self.array.__dlpack__(**kwargs)
-
-        def __dlpack_device__(self):
-            return self.array.__dlpack_device__()
-
-    producer = Producer(tx.numpy())
+    producer = DlpackOnly(tx.numpy())  # a bare DLPack producer, not an ndarray
     assert peak_allocation(lambda: layer(producer, out=out)) < tx.nbytes // 4
     assert_close(out, expected, np.float32)
     # a non-contiguous tensor is still correct (copied once where the kernel needs it)

@@ -20,7 +20,7 @@ from libc.stdint cimport int64_t, INT64_MAX
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport malloc, free
 from cython.parallel cimport prange, threadid
-from scipy.linalg.cython_blas cimport sgemm, dgemm, cgemm, zgemm
+from scipy.linalg.cython_blas cimport sgemm, dgemm, cgemm, zgemm, sgemv, dgemv, cgemv, zgemv
 
 cimport numpy as cnp
 
@@ -57,6 +57,8 @@ cdef double MIN_UNIT_FLOPS = 4e6
 # inner size this small (depthwise layers: 1) is all call overhead.
 cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
 cdef int64_t DIRECT_UNIT_OUTPUTS = 8192
+# GEMMs with at most this many output rows run as matrix-vector products.
+cdef int GEMV_MAX_ROWS = 2
 
 
 cdef struct Plan:
@@ -255,6 +257,26 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
     cdef char blas_tb = b'T' if trans_a else b'N'
     cdef scalar_t one = 1
     cdef scalar_t zero = 0
+    cdef int inc_a = lda if trans_a else 1, inc_c = 1, row
+    cdef const scalar_t* a_row
+    if m <= GEMV_MAX_ROWS and not trans_b:
+        # A few output rows: each is C[i]^T = B^T a_i, a matrix-vector product
+        # that streams B once without packing it (a GEMM packs all of B first).
+        for row in range(m):
+            a_row = a + (row if trans_a else row * lda)
+            if scalar_t is float:
+                sgemv(&blas_ta, &n, &k, &one, <float*>b, &ldb, <float*>a_row, &inc_a,
+                      &zero, c + row * ldc, &inc_c)
+            elif scalar_t is double:
+                dgemv(&blas_ta, &n, &k, &one, <double*>b, &ldb, <double*>a_row, &inc_a,
+                      &zero, c + row * ldc, &inc_c)
+            elif scalar_t is cython.floatcomplex:
+                cgemv(&blas_ta, &n, &k, &one, <float complex*>b, &ldb, <float complex*>a_row,
+                      &inc_a, &zero, c + row * ldc, &inc_c)
+            else:
+                zgemv(&blas_ta, &n, &k, &one, <double complex*>b, &ldb, <double complex*>a_row,
+                      &inc_a, &zero, c + row * ldc, &inc_c)
+        return
     if scalar_t is float:
         sgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <float*>b, &ldb,
               <float*>a, &lda, &zero, c, &ldc)

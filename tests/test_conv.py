@@ -435,3 +435,17 @@ def test_unaligned_weight_bias_and_out(rng):
     y = convt_blas.conv_transpose1d(x, _unaligned_copy(w), _unaligned_copy(b), stride=2, out=out)
     assert y is out
     assert_close(out, conv_transpose1d_reference(x, w, b, 2))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("c_out_g,k", [(5, 4), (1, 1)])
+def test_single_position_matrix_vector_path(rng, channels_last, c_out_g, k):
+    """One input position (or one column row) makes the GEMM a matrix-vector product."""
+    x, w, b = make_case(rng, 3, 6, c_out_g, k, 1, 2)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    y = convt_blas.conv_transpose1d(x, w, b, stride=3, groups=2)
+    assert_close(y, conv_transpose1d_reference(x, w, b, 3, 0, 0, 2))
+    x_long, _, _ = make_case(rng, 2, 6, c_out_g, k, 9, 2)
+    y = convt_blas.conv_transpose1d(x_long, w, b, stride=2, groups=2)
+    assert_close(y, conv_transpose1d_reference(x_long, w, b, 2, 0, 0, 2))

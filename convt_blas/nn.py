@@ -367,10 +367,22 @@ class ConvTranspose1d:
         Returns
         -------
         numpy.ndarray, shape (N, out_channels, L_out) or (out_channels, L_out)
+            A CuPy array on the input's device when ``input`` is a CuPy array.
         """
-        x = _as_array(input, "input")
+        weight, bias = self._weight, self._bias
+        if type(input).__module__.startswith("cupy"):
+            # A CuPy input computes on its GPU: the parameters, kept in host memory,
+            # are copied to the input's device for the call.
+            import cupy
+
+            x = input
+            with x.device:
+                weight = cupy.asarray(weight)
+                bias = None if bias is None else cupy.asarray(bias)
+        else:
+            x = _as_array(input, "input")
         output_padding = self._output_padding_for(x, output_size)
-        return conv_transpose1d(x, self._weight, self._bias, self.stride, self.padding,
+        return conv_transpose1d(x, weight, bias, self.stride, self.padding,
                                 output_padding, self.groups, self.dilation, out=out)
 
     forward = __call__

@@ -371,7 +371,10 @@ class FakeCupy(types.ModuleType):
             cublas=types.SimpleNamespace(gemmStridedBatchedEx=self._gemm))
 
     # array API
-    def asarray(self, host, device_id=0):
+    def asarray(self, host, device_id=None):
+        """A copy on ``device_id``, by default the current device (as CuPy does)."""
+        if device_id is None:
+            device_id = self.device_stack[-1]
         return self.ndarray(np.array(host), device_id)
 
     def ascontiguousarray(self, a):
@@ -731,3 +734,13 @@ def test_gpu_rejects_host_weight(gpu_cupy):
     x = gpu_cupy.ones((1, 2, 5), np.float32)
     with pytest.raises(TypeError, match="weight must be a CuPy array"):
         convt_blas.conv_transpose1d(x, np.ones((2, 3, 4), np.float32))
+
+
+def test_fake_cupy_module_layer(fake_cupy):
+    """The ConvTranspose1d module takes a CuPy input and computes on its device."""
+    layer = convt_blas.ConvTranspose1d(6, 4, 5, stride=3, padding=1, groups=2, rng=3)
+    x = np.random.default_rng(5).standard_normal((2, 6, 9)).astype(np.float32)
+    for device_id in (0, 1):
+        result = layer(fake_cupy.asarray(x, device_id), output_size=[27])
+        assert isinstance(result, fake_cupy.ndarray) and result.device_id == device_id
+        assert_close(result.get(), layer(x, output_size=[27]), np.float32)

@@ -671,13 +671,3 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
         else:
             status = CONVT_BLAS_ERR_BAD_SHAPE
     raise_for_status(status)
-
-
-def _tuning(workspace_target=None, pack_cost=None):
-    """Read (and optionally set) the tiling constants; for benchmarks that tune them."""
-    global WORKSPACE_TARGET, PACK_COST
-    if workspace_target is not None:
-        WORKSPACE_TARGET = workspace_target
-    if pack_cost is not None:
-        PACK_COST = pack_cost
-    return WORKSPACE_TARGET, PACK_COST

@@ -36,13 +36,10 @@ def _as_array(obj, name):
         raise TypeError(f"{name} must be an array of numbers, got {type(obj).__name__}: {exc}") from exc
 
 
-def _check_dtype(arr, name):
-    dtype = arr.dtype
-    if not dtype.isnative and dtype.kind in "fc":
-        arr = arr.astype(dtype.newbyteorder("="))
-        dtype = arr.dtype
-    if dtype not in _COMPUTE_DTYPES and dtype != _HALF:
-        raise TypeError(f"{name} has dtype {dtype}; conv_transpose1d supports {_SUPPORTED}")
+def _native(arr):
+    """``arr`` in native byte order (the kernels read machine floats)."""
+    if not arr.dtype.isnative and arr.dtype.kind in "fc":
+        return arr.astype(arr.dtype.newbyteorder("="))
     return arr
 
 
@@ -275,9 +272,9 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
         from . import cuda
         return cuda.conv_transpose1d(input, weight, bias, stride, padding, output_padding,
                                      groups, dilation, out=out)
-    x = _check_dtype(_as_array(input, "input"), "input")
-    w = _check_dtype(_as_array(weight, "weight"), "weight")
-    b = None if bias is None else _check_dtype(_as_array(bias, "bias"), "bias")
+    x = _native(_as_array(input, "input"))
+    w = _native(_as_array(weight, "weight"))
+    b = None if bias is None else _native(_as_array(bias, "bias"))
     check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
     spec = check_arguments(x.shape, w.shape, None if b is None else b.shape,
                            stride, padding, output_padding, groups, dilation)

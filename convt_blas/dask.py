@@ -15,7 +15,7 @@ without it.
 """
 import numpy as np
 
-from ._functional import (_HALF, _as_array, _check_dtype, check_arguments, check_dtypes)
+from ._functional import (_HALF, _as_array, _native, check_arguments, check_dtypes)
 from ._functional import conv_transpose1d as _conv_transpose1d
 
 
@@ -95,10 +95,9 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     da, tokenize, HighLevelGraph = _dask_modules()
     if not isinstance(x, da.Array):
         x = da.asarray(x)
-    if x.dtype.kind in "fc" and not x.dtype.isnative:
-        x = x.astype(x.dtype.newbyteorder("="))
-    w = _check_dtype(_as_array(weight, "weight"), "weight")
-    b = None if bias is None else _check_dtype(_as_array(bias, "bias"), "bias")
+    x = _native(x)
+    w = _native(_as_array(weight, "weight"))
+    b = None if bias is None else _native(_as_array(bias, "bias"))
     check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
     if any(np.isnan(size) for size in x.shape):
         raise ValueError(f"x has unknown chunk sizes (shape {x.shape}); call "

@@ -15,7 +15,7 @@ follows, since the output ends there if the signal ends now.
 """
 import numpy as np
 
-from ._functional import (_HALF, _as_array, _check_dtype, _single, check_arguments,
+from ._functional import (_HALF, _as_array, _native, _single, check_arguments,
                           check_dtypes, conv_transpose1d)
 
 
@@ -58,8 +58,8 @@ class ConvTranspose1dStream:
 
     def __init__(self, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                  dilation=1):
-        w = _check_dtype(_as_array(weight, "weight"), "weight")
-        b = None if bias is None else _check_dtype(_as_array(bias, "bias"), "bias")
+        w = _native(_as_array(weight, "weight"))
+        b = None if bias is None else _native(_as_array(bias, "bias"))
         check_dtypes(w.dtype, w.dtype, None if b is None else b.dtype)
         padding = _single(padding, "padding")
         # A signal of 2*padding + 1 samples always has a positive output length,

@@ -69,9 +69,8 @@ def run(threads_list, seconds, only):
         x, w, b = layer_arrays(layer, rng)
         args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
         tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
-        out_bytes = layer.batch * layer.out_channels * 4 * (
-            (layer.length - 1) * layer.stride - 2 * layer.padding + layer.kernel_size
-            + layer.output_padding)
+        out_bytes = layer.batch * layer.out_channels * 4 * convt_blas.output_length(
+            layer.length, layer.kernel_size, layer.stride, layer.padding, layer.output_padding)
         for threads in threads_list:
             print(f"[{i}/{len(layers)}] {layer.label}, {threads} thread(s)", file=sys.stderr,
                   flush=True)

@@ -106,17 +106,22 @@ def output_length(length, kernel_size, stride=1, padding=0, output_padding=0, di
     return (length - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
 
 
-def _check_out(out, shape, dtype, operands):
-    if not isinstance(out, np.ndarray):
+def check_out(out, shape, dtype, operands, xp=np):
+    """ValueError/TypeError unless ``out`` can take the result; shared by every backend.
+
+    ``xp`` is the array module of ``out`` (numpy, or cupy for the CUDA path), whose
+    ``may_share_memory`` tells whether ``out`` overlaps one of ``operands``.
+    """
+    if xp is np and not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"out has shape {out.shape}, expected {shape}")
     if out.dtype != dtype:
         raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
+    if not out.flags.c_contiguous or (xp is np and not out.flags.writeable):
         raise ValueError("out must be a writeable, C-contiguous array")
     for name, arr in operands:
-        if arr is not None and np.may_share_memory(out, arr):
+        if arr is not None and xp.may_share_memory(out, arr):
             raise ValueError(f"out overlaps {name}; pass a separate array")
 
 
@@ -279,7 +284,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     spec = check_arguments(x.shape, w.shape, None if b is None else b.shape,
                            stride, padding, output_padding, groups, dilation)
     if out is not None:
-        _check_out(out, spec.out_shape, x.dtype, (("input", x), ("weight", w), ("bias", b)))
+        check_out(out, spec.out_shape, x.dtype, (("input", x), ("weight", w), ("bias", b)))
     if spec.batch == 0:
         return np.zeros(spec.out_shape, x.dtype) if out is None else out
 

@@ -4,6 +4,8 @@ Each layer: (model, C_in, C_out, K, stride, padding, output_padding, groups, L_i
 """
 from typing import NamedTuple
 
+from ._functional import output_length
+
 
 class Layer(NamedTuple):
     model: str
@@ -36,7 +38,7 @@ def chain(model, specs, frames, batch=1):
     layers, length = [], frames
     for c_in, c_out, k, s, p in specs:
         layers.append(Layer(model, c_in, c_out, k, s, p, length=length, batch=batch))
-        length = (length - 1) * s - 2 * p + (k - 1) + 1
+        length = output_length(length, k, s, p)
     return layers
 
 

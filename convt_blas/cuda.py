@@ -131,18 +131,6 @@ def _check_operands(cupy, x, weight, bias, out):
                              f"{device_id}; all arrays must be on one device")
 
 
-def _check_out(cupy, out, spec, dtype, operands):
-    if out.shape != spec.out_shape:
-        raise ValueError(f"out has shape {out.shape}, expected {spec.out_shape}")
-    if out.dtype != dtype:
-        raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be a C-contiguous array")
-    for name, arr in operands:
-        if arr is not None and cupy.may_share_memory(out, arr):
-            raise ValueError(f"out overlaps {name}; pass a separate array")
-
-
 def _compute_type(device, dtype):
     if dtype == np.float64:
         return _CUBLAS_COMPUTE_64F
@@ -246,8 +234,8 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
                                        None if bias is None else bias.shape,
                                        stride, padding, output_padding, groups, dilation)
     if out is not None:
-        _check_out(cupy, out, spec, input.dtype, (("input", input), ("weight", weight),
-                                                  ("bias", bias)))
+        _functional.check_out(out, spec.out_shape, input.dtype,
+                              (("input", input), ("weight", weight), ("bias", bias)), xp=cupy)
     _check_sizes(spec)
 
     device = input.device

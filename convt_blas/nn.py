@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._functional import _as_array, _single, check_arguments, conv_transpose1d
+from ._functional import _as_array, _single, check_arguments, conv_transpose1d, output_length
 
 _MODULE_DTYPES = tuple(np.dtype(t) for t in
                        (np.float16, np.float32, np.float64, np.complex64, np.complex128))
@@ -340,8 +340,8 @@ class ConvTranspose1d:
         if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral):
             raise TypeError(f"output_size must hold ints, got {size!r}")
         length = x.shape[-1]
-        min_size = ((length - 1) * self.stride[0] - 2 * self.padding[0]
-                    + self.dilation[0] * (self.kernel_size[0] - 1) + 1)
+        min_size = output_length(length, self.kernel_size[0], self.stride[0], self.padding[0],
+                                 0, self.dilation[0])
         max_size = min_size + self.stride[0] - 1
         if not min_size <= size <= max_size:
             raise ValueError(f"requested an output size of {int(size)}, but valid sizes range "

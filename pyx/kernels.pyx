@@ -74,7 +74,8 @@ cdef struct Plan:
     int64_t groups_per_unit    # > 1 only for direct taps: tiny groups share a unit
     bint direct_taps           # compute the taps from x and w instead of a GEMM
     bint position_major        # columns laid out (position, channel*K); see _make_plan
-    int64_t worker_elements    # workspace per worker: the columns, then one phase
+    int64_t column_elements    # one worker's column buffer (0 for direct taps)
+    int64_t worker_elements    # workspace per worker: the columns, then the phase rows
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -206,13 +207,13 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # count: short tiles of many channels get position-major columns.
     plan.position_major = (not plan.direct_taps
                            and plan.max_columns < plan.block_channels * K)
-    plan.worker_elements = _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride)
-    if not plan.direct_taps:
-        plan.worker_elements += plan.block_channels * K * plan.max_columns
+    plan.column_elements = 0 if plan.direct_taps else plan.block_channels * K * plan.max_columns
+    plan.worker_elements = (plan.column_elements
+                            + _phase_rows(p.stride) * _phase_row_length(plan, p.stride))
     return CONVT_BLAS_OK
 
 
-cdef inline int64_t _phase_rows(const Plan* plan, int64_t stride) noexcept nogil:
+cdef inline int64_t _phase_rows(int64_t stride) noexcept nogil:
     # Strides 1 and 2 keep each phase's row until they interleave; others need one.
     return 1 if stride != 2 else 2
 
@@ -492,7 +493,7 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
                            int n_threads) noexcept nogil:
     cdef Plan plan
     cdef int status = _make_plan(p, &plan)
-    cdef int64_t per_worker, columns_len, workers, units, unit
+    cdef int64_t per_worker, workers, units, unit
     cdef bint owns_workspace = False
     if status != CONVT_BLAS_OK:
         return status
@@ -515,7 +516,6 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return CONVT_BLAS_OK
 
     per_worker = plan.worker_elements
-    columns_len = plan.worker_elements - _phase_rows(&plan, p.stride) * _phase_row_length(&plan, p.stride)
     workers = _worker_count(&plan, p.batch, n_threads if n_threads > 0 else 1)
     if workspace == NULL:
         workspace = <scalar_t*>malloc(<size_t>(per_worker * workers) * sizeof(scalar_t))
@@ -529,11 +529,11 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         for unit in prange(units, num_threads=<int>workers, schedule='guided'):
             _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
                       workspace + threadid() * per_worker,
-                      workspace + threadid() * per_worker + columns_len)
+                      workspace + threadid() * per_worker + plan.column_elements)
     else:
         for unit in range(units):
             _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
-                      workspace + columns_len)
+                      workspace + plan.column_elements)
 
     if owns_workspace:
         free(workspace)

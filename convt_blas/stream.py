@@ -17,12 +17,7 @@ import numpy as np
 
 from ._functional import (_HALF, _as_array, _native, _single, check_arguments,
                           check_dtypes, conv_transpose1d)
-
-
-def _detached(param):
-    """A module parameter as an array (torch parameters that require grad refuse export)."""
-    detach = getattr(param, "detach", None)
-    return param if detach is None else detach()
+from .nn import _to_numpy
 
 
 class ConvTranspose1dStream:
@@ -97,7 +92,8 @@ class ConvTranspose1dStream:
         stream.
         """
         bias = getattr(module, "bias", None)
-        return cls(_detached(module.weight), None if bias is None else _detached(bias),
+        return cls(_to_numpy(module.weight, "weight"),
+                   None if bias is None else _to_numpy(bias, "bias"),
                    stride=module.stride, padding=module.padding,
                    output_padding=module.output_padding, groups=module.groups,
                    dilation=module.dilation)

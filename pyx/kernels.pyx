@@ -208,14 +208,17 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     plan.position_major = (not plan.direct_taps
                            and plan.max_columns < plan.block_channels * K)
     plan.column_elements = 0 if plan.direct_taps else plan.block_channels * K * plan.max_columns
+    # At most tile + 2*min(stride, tile) elements of phase rows.
+    if plan.tile > INT64_MAX / 1024:
+        return CONVT_BLAS_ERR_OVERFLOW
     plan.worker_elements = (plan.column_elements
-                            + _phase_rows(p.stride) * _phase_row_length(plan, p.stride))
+                            + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
     return CONVT_BLAS_OK
 
 
-cdef inline int64_t _phase_rows(int64_t stride) noexcept nogil:
-    # Strides 1 and 2 keep each phase's row until they interleave; others need one.
-    return 1 if stride != 2 else 2
+cdef inline int64_t _phase_rows(const Plan* plan, int64_t stride) noexcept nogil:
+    # One row per phase of a tile, kept until they interleave into the output.
+    return _min(stride, plan.tile)
 
 
 cdef inline int64_t _phase_row_length(const Plan* plan, int64_t stride) noexcept nogil:
@@ -358,86 +361,121 @@ cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, const scal
                     out_row[origin + k * d] += taps[k]
 
 
+cdef inline void _sum_phase(const Plan* plan, int64_t K, int64_t s, int64_t d, int64_t r,
+                            int64_t q_first, int64_t q_last, int64_t l_lo, int64_t l_hi,
+                            int64_t c, scalar_t value, const scalar_t* columns,
+                            int64_t n_cols, const scalar_t* x_group, int64_t sx_c,
+                            int64_t sx_l, const scalar_t* w_block, scalar_t* row) noexcept nogil:
+    """row[q] = value + the taps of phase r of channel c, for q in [q_first, q_last].
+
+    Taps of phase r are those with k*d = j*s + r; tap k of input position
+    l = q - j lands on q. With d = 1 they are k = r, r + s, ... (j = 0, 1, ...).
+    """
+    cdef int64_t k, j, q, q_a, q_b, i
+    cdef const scalar_t* col_row
+    cdef const scalar_t* x_row
+    cdef scalar_t tap
+    for q in range(q_first, q_last + 1):
+        row[q] = value
+    k = r if d == 1 else 0
+    j = 0
+    while k < K:
+        if d != 1:
+            if (k * d) % s != r:
+                k += 1
+                continue
+            j = (k * d - r) / s
+        q_a = _max(q_first, l_lo + j)
+        q_b = _min(q_last, l_hi + j)
+        if plan.direct_taps:
+            for i in range(plan.c_in_g):
+                tap = w_block[(i * plan.c_out_g + c) * K + k]
+                x_row = x_group + i * sx_c - j * sx_l
+                if sx_l == 1:
+                    for q in range(q_a, q_b + 1):
+                        row[q] += tap * x_row[q]
+                else:
+                    for q in range(q_a, q_b + 1):
+                        row[q] += tap * x_row[q * sx_l]
+        else:
+            col_row = columns + (c * K + k) * n_cols - l_lo - j
+            for q in range(q_a, q_b + 1):
+                row[q] += col_row[q]
+        if d == 1:
+            k += s
+            j += 1
+        else:
+            k += 1
+
+
 cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const scalar_t* bias,
-                         int64_t n_channels, int64_t start, int64_t stop, int64_t l_lo,
-                         int64_t l_hi, const scalar_t* columns, const scalar_t* x_group,
-                         int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                         scalar_t* phases, scalar_t* out) noexcept nogil:
+                         int64_t n_groups, int64_t n_channels, int64_t start, int64_t stop,
+                         int64_t l_lo, int64_t l_hi, const scalar_t* columns,
+                         const scalar_t* x_group, int64_t sx_c, int64_t sx_l,
+                         const scalar_t* w_block, scalar_t* phases, scalar_t* out) noexcept nogil:
     """col2im for channel-major columns, as a gather one output phase at a time.
 
-    Output position o with o + pad = q*s + r (phase r) receives tap k, where
-    k*d = j*s + r, of input position l = q - j. A phase's taps are contiguous
-    shifted rows of the columns: they are summed into one row of ``phases``
-    (vectorised adds, starting from the bias), and the rows are then
-    interleaved into the output, each element stored once. With
-    ``plan.direct_taps`` the taps come from ``x_group`` and ``w_block``.
+    Output position o with o + pad = q*s + r belongs to phase r. Each phase's
+    taps are contiguous shifted rows of the columns: they are summed into one
+    row of ``phases`` (vectorised adds, starting from the bias, see
+    _sum_phase), and the rows are then interleaved into the output, written
+    once, in order. Row r_off holds the tile's outputs first + r_off + m*s.
+    With ``plan.direct_taps`` the taps come from ``x_group`` and ``w_block``,
+    and the unit may span ``n_groups`` groups (pointers are those of its
+    first group); otherwise ``n_groups`` is 1.
     """
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
     cdef int64_t L_out = plan.out_length, n_cols = l_hi - l_lo + 1
     cdef int64_t row_len = _phase_row_length(plan, s)
     cdef int64_t first = start + pad, last = stop - 1 + pad   # o + pad, in the tile
-    cdef int64_t n_rows = _min(s, stop - start)
-    cdef int64_t c, k, r, r_off, j, q, q_first, q_last, q_a, q_b, i, n_pairs
-    cdef scalar_t* row
+    cdef int64_t n = stop - start, n_rows = _min(s, n), n_full = n / s
+    # first = q0*s + r0 and last = q1*s + r1: every phase's bounds follow
+    # from these without a division per channel.
+    cdef int64_t q0 = _floor_div(first, s), q1 = _floor_div(last, s)
+    cdef int64_t r0 = first - q0 * s, r1 = last - q1 * s
+    cdef int64_t g, c, r, r_off, m, i, q_first, q_last
+    cdef int64_t x_group_step = plan.c_in_g * sx_c
+    cdef int64_t w_group_step = plan.c_in_g * plan.c_out_g * K
+    cdef int64_t out_group_step = plan.c_out_g * L_out
     cdef scalar_t* out_row
+    cdef scalar_t* dst
     cdef const scalar_t* row_a
     cdef const scalar_t* row_b
-    cdef const scalar_t* col_row
-    cdef const scalar_t* x_row
-    cdef scalar_t tap, value
-    for c in range(n_channels):
-        value = bias[c] if bias != NULL else 0
-        out_row = out + c * L_out - pad   # indexed by o + pad
-        # Row r_off holds phase r = (first + r_off) mod s, from its first q on.
-        for r_off in range(n_rows):
-            r = (first + r_off) % s
-            q_first = _ceil_div(first - r, s)
-            q_last = _floor_div(last - r, s)
-            # Strides 1 and 2 keep their rows for the interleave below; larger
-            # strides store each row at once and reuse one buffer.
-            row = phases + (r_off if s <= 2 else 0) * row_len - q_first
-            for q in range(q_first, q_last + 1):
-                row[q] = value
-            # Taps of phase r: k*d = j*s + r. With d = 1 they are k = r, r + s, ...
-            k = r if d == 1 else 0
-            while k < K:
-                if d != 1 and (k * d) % s != r:
-                    k += 1
-                    continue
-                j = (k * d - r) / s
-                q_a = _max(q_first, l_lo + j)
-                q_b = _min(q_last, l_hi + j)
-                if plan.direct_taps:
-                    for i in range(plan.c_in_g):
-                        tap = w_block[(i * plan.c_out_g + c) * K + k]
-                        x_row = x_group + i * sx_c - j * sx_l
-                        if sx_l == 1:
-                            for q in range(q_a, q_b + 1):
-                                row[q] += tap * x_row[q]
-                        else:
-                            for q in range(q_a, q_b + 1):
-                                row[q] += tap * x_row[q * sx_l]
-                else:
-                    col_row = columns + (c * K + k) * n_cols - l_lo - j
-                    for q in range(q_a, q_b + 1):
-                        row[q] += col_row[q]
-                k += s if d == 1 else 1
-            if s > 2:
-                for i in range(q_last - q_first + 1):
-                    out_row[(q_first + i) * s + r] = phases[i]
-        if s == 1:
-            for i in range(stop - start):
-                out_row[first + i] = phases[i]
-        elif s == 2:
-            # The most common stride: a two-way interleave the compiler vectorises.
-            row_a = phases
-            row_b = phases + row_len
-            n_pairs = (stop - start) / 2
-            for i in range(n_pairs):
-                out_row[first + 2 * i] = row_a[i]
-                out_row[first + 2 * i + 1] = row_b[i]
-            if (stop - start) % 2:
-                out_row[last] = row_a[n_pairs]
+    cdef scalar_t value
+    for g in range(n_groups):
+        for c in range(n_channels):
+            value = bias[g * plan.c_out_g + c] if bias != NULL else 0
+            for r_off in range(n_rows):
+                r = r0 + r_off
+                q_first = q0
+                if r >= s:
+                    r -= s
+                    q_first += 1
+                q_last = q1 if r <= r1 else q1 - 1
+                _sum_phase(plan, K, s, d, r, q_first, q_last, l_lo, l_hi, c, value,
+                           columns, n_cols, x_group + g * x_group_step, sx_c, sx_l,
+                           w_block + g * w_group_step, phases + r_off * row_len - q_first)
+            out_row = out + g * out_group_step + c * L_out + start
+            if s == 1:
+                for i in range(n):
+                    out_row[i] = phases[i]
+            elif s == 2:
+                # The most common stride: a two-way interleave the compiler vectorises.
+                row_a = phases
+                row_b = phases + row_len
+                for i in range(n_full):
+                    out_row[2 * i] = row_a[i]
+                    out_row[2 * i + 1] = row_b[i]
+                if n % 2:
+                    out_row[n - 1] = row_a[n_full]
+            else:
+                for m in range(n_full):
+                    dst = out_row + m * s
+                    for r_off in range(s):
+                        dst[r_off] = phases[r_off * row_len + m]
+                dst = out_row + n_full * s
+                for r_off in range(n - n_full * s):
+                    dst[r_off] = phases[r_off * row_len + n_full]
 
 
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
@@ -468,22 +506,31 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     l_lo = _max(0, _ceil_div(start + pad - d * (K - 1), s))
     l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + pad, s))
     n_cols = l_hi - l_lo + 1
-    for g in range(g_first, _min(p.groups, g_first + plan.groups_per_unit)):
-        out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
-        bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
-        x_group = x + n * sx_n + g * plan.c_in_g * sx_c
-        w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
-        if plan.position_major and n_cols > 0:
-            _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                                 n_channels, n_cols, columns)
-            _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
-                          out_block)
-            continue
-        if n_cols > 0 and not plan.direct_taps:
-            _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                                n_channels, n_cols, columns)
-        _gather_phases(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
-                       x_group, sx_c, sx_l, w_block, phase, out_block)
+    if plan.direct_taps:
+        # Taps straight from x and w; the unit's groups share one call.
+        _gather_phases(p, plan, bias + g_first * plan.c_out_g + co0 if bias != NULL else NULL,
+                       _min(p.groups, g_first + plan.groups_per_unit) - g_first, n_channels,
+                       start, stop, l_lo, l_hi, NULL,
+                       x + n * sx_n + g_first * plan.c_in_g * sx_c, sx_c, sx_l,
+                       w + g_first * plan.c_in_g * plan.c_out_g * K + co0 * K, phase,
+                       out + (n * p.out_channels + g_first * plan.c_out_g + co0) * plan.out_length)
+        return
+    g = g_first
+    out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
+    bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
+    x_group = x + n * sx_n + g * plan.c_in_g * sx_c
+    w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
+    if n_cols > 0 and plan.position_major:
+        _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                             n_channels, n_cols, columns)
+        _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
+                      out_block)
+        return
+    if n_cols > 0:
+        _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                            n_channels, n_cols, columns)
+    _gather_phases(p, plan, bias_block, 1, n_channels, start, stop, l_lo, l_hi, columns,
+                   x_group, sx_c, sx_l, w_block, phase, out_block)
 
 
 cdef int _conv_transpose1d(const convt_blas_params* p,
@@ -671,3 +718,4 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
         else:
             status = CONVT_BLAS_ERR_BAD_SHAPE
     raise_for_status(status)
+

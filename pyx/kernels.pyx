@@ -120,9 +120,31 @@ cdef int64_t output_length(const convt_blas_params* p) noexcept nogil:
     return total - 2 * p.padding
 
 
+cdef inline int64_t _tile_length(const convt_blas_params* p, int64_t out_length,
+                                 int64_t tiles) noexcept nogil:
+    """Output positions per tile for about ``tiles`` even tiles, each a whole number of strides."""
+    if tiles == 1 or p.stride > INT64_MAX / 4 / p.in_length:
+        return out_length  # one tile: the whole input in one GEMM
+    return _ceil_div(_ceil_div(out_length, tiles), p.stride) * p.stride
+
+
+cdef inline double _imbalance(double units) noexcept nogil:
+    """Mean stretch of the run time by units left over for 2, 4 and 8 threads."""
+    cdef double total = 0.0
+    cdef int64_t threads = 2
+    if units > 1e6:
+        return 1.0
+    while threads <= 8:
+        total += _ceil_div(<int64_t>units, threads) * threads / units
+        threads *= 2
+    return total / 3.0
+
+
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (shape-only decisions)."""
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
+    cdef int64_t block_channels, tile, fewest_tiles, multiple
+    cdef double units
     cdef double cost, best_cost, group_flops
     if p == NULL or plan == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
@@ -164,25 +186,32 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     for blocks in range(1, _min(c_out_g, MAX_CHANNEL_BLOCKS) + 1):
         rows = _ceil_div(c_out_g, blocks) * K
         columns = _min(p.in_length, _max(1, WORKSPACE_TARGET / rows - halo - 1))
-        tiles = _ceil_div(p.in_length, columns)
-        if blocks * tiles < min_units:
-            tiles = _min(p.in_length, _ceil_div(min_units, blocks))
+        fewest_tiles = _max(_ceil_div(p.in_length, columns), _ceil_div(min_units, blocks))
+        # The fewest tiles that fit the workspace, or a few more to share
+        # evenly among 2, 4 or 8 threads.
+        for multiple in range(4):
+            tiles = _min(p.in_length, _ceil_div(fewest_tiles, 1 << multiple) << multiple)
             columns = _ceil_div(p.in_length, tiles)
-        cost = (PACK_COST * (<double>tiles * c_out_g * K + <double>blocks * p.in_length)
-                + 2.0 * (tiles - 1) * (halo + 1) * c_out_g * K)
-        if rows < MIN_GEMM_SIDE or (columns < MIN_GEMM_SIDE and columns < p.in_length):
-            cost *= 1.5  # small GEMMs run far from BLAS's peak
-        if best_cost < 0 or cost < best_cost:
-            best_cost = cost
-            plan.n_blocks = blocks
-            plan.n_tiles = tiles
-    plan.block_channels = _ceil_div(c_out_g, plan.n_blocks)
+            cost = (PACK_COST * (<double>tiles * c_out_g * K + <double>blocks * p.in_length)
+                    + 2.0 * (tiles - 1) * (halo + 1) * c_out_g * K)
+            if rows < MIN_GEMM_SIDE or (columns < MIN_GEMM_SIDE and columns < p.in_length):
+                cost *= 1.5  # small GEMMs run far from BLAS's peak
+            # Blocks and tiles as they come out once rounded (whole channels, whole strides).
+            block_channels = _ceil_div(c_out_g, blocks)
+            tile = _tile_length(p, plan.out_length, tiles)
+            units = (<double>p.groups * _ceil_div(c_out_g, block_channels)
+                     * _ceil_div(plan.out_length, tile))
+            # The multiply-adds plus the packing, stretched by the idle time
+            # of threads when the units do not divide evenly among them
+            # (work too small to share runs on one thread anyway).
+            cost += <double>c_out_g * K * p.in_length
+            if group_flops * p.groups >= 2 * MIN_UNIT_FLOPS:
+                cost *= _imbalance(units)
+            if best_cost < 0 or cost < best_cost:
+                best_cost = cost
+                plan.block_channels = block_channels
+                plan.tile = tile
     plan.n_blocks = _ceil_div(c_out_g, plan.block_channels)
-    if plan.n_tiles == 1 or p.stride > INT64_MAX / 4 / p.in_length:
-        plan.tile = plan.out_length  # one tile: the whole input in one GEMM
-    else:
-        # Even tiles, each a whole number of strides.
-        plan.tile = _ceil_div(_ceil_div(plan.out_length, plan.n_tiles), p.stride) * p.stride
     plan.n_tiles = _ceil_div(plan.out_length, plan.tile)
     plan.max_columns = _min(p.in_length,
                             (plan.tile - 1 + p.dilation * (K - 1)) / p.stride + 2)
@@ -469,13 +498,12 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
                 if n % 2:
                     out_row[n - 1] = row_a[n_full]
             else:
-                for m in range(n_full):
-                    dst = out_row + m * s
-                    for r_off in range(s):
-                        dst[r_off] = phases[r_off * row_len + m]
-                dst = out_row + n_full * s
-                for r_off in range(n - n_full * s):
-                    dst[r_off] = phases[r_off * row_len + n_full]
+                # Row by row: the tile's output row is in cache by now.
+                for r_off in range(n_rows):
+                    row_a = phases + r_off * row_len
+                    dst = out_row + r_off
+                    for m in range((n - 1 - r_off) / s + 1):
+                        dst[m * s] = row_a[m]
 
 
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,

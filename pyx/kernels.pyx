@@ -59,6 +59,8 @@ cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
 cdef int64_t DIRECT_UNIT_OUTPUTS = 8192
 # GEMMs with at most this many output rows run as matrix-vector products.
 cdef int GEMV_MAX_ROWS = 2
+# OpenBLAS runs GEMMs with M*N*K up to this through small-matrix kernels.
+cdef double SMALL_GEMM_WORK = 1e6
 
 
 cdef struct Plan:
@@ -70,12 +72,15 @@ cdef struct Plan:
     int64_t tile               # output positions per unit
     int64_t n_tiles
     int64_t max_columns        # input columns one unit's GEMM can need
-    int64_t units_per_sample
+    int64_t units_per_sample   # units per batch element, or per group of samples_per_unit
+    int64_t samples_per_unit   # > 1: that many batch elements share each GEMM
+    int64_t n_units            # units of the whole call
     int64_t groups_per_unit    # > 1 only for direct taps: tiny groups share a unit
     bint direct_taps           # compute the taps from x and w instead of a GEMM
     bint position_major        # columns laid out (position, channel*K); see _make_plan
     int64_t column_elements    # one worker's column buffer (0 for direct taps)
-    int64_t worker_elements    # workspace per worker: the columns, then the phase rows
+    int64_t copy_elements      # one worker's copy of its samples' input (merged samples only)
+    int64_t worker_elements    # workspace per worker: columns, input copy, phase rows
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -143,7 +148,7 @@ cdef inline double _imbalance(double units) noexcept nogil:
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (shape-only decisions)."""
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
-    cdef int64_t block_channels, tile, fewest_tiles, multiple
+    cdef int64_t block_channels, tile, fewest_tiles, multiple, merge
     cdef double units
     cdef double cost, best_cost, group_flops
     if p == NULL or plan == NULL:
@@ -237,10 +242,27 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     plan.position_major = (not plan.direct_taps
                            and plan.max_columns < plan.block_channels * K)
     plan.column_elements = 0 if plan.direct_taps else plan.block_channels * K * plan.max_columns
+    # Short inputs: several batch elements share one GEMM, so that BLAS packs
+    # the weight block (the larger operand here) once for all of them. BLAS's
+    # blocked GEMM computes each element the same whatever the number of
+    # columns, so results stay bitwise those of one element at a time; GEMMs
+    # small enough for its small-matrix kernels or for our matrix-vector
+    # path are kept apart (those round differently).
+    plan.samples_per_unit = 1
+    plan.copy_elements = 0
+    if plan.position_major and plan.n_tiles == 1 and p.batch > 1:
+        merge = WORKSPACE_TARGET / (p.in_length * _max(plan.block_channels * K, c_in_g))
+        columns = _gemm_columns(p, 0, plan.out_length)
+        if (merge > 1 and columns > GEMV_MAX_ROWS
+                and <double>columns * plan.block_channels * K * c_in_g > SMALL_GEMM_WORK):
+            plan.samples_per_unit = _ceil_div(p.batch, _ceil_div(p.batch, merge))
+            plan.column_elements = plan.block_channels * K * plan.samples_per_unit * p.in_length
+            plan.copy_elements = c_in_g * plan.samples_per_unit * p.in_length
+    plan.n_units = _ceil_div(p.batch, plan.samples_per_unit) * plan.units_per_sample
     # At most tile + 2*min(stride, tile) elements of phase rows.
     if plan.tile > INT64_MAX / 1024:
         return CONVT_BLAS_ERR_OVERFLOW
-    plan.worker_elements = (plan.column_elements
+    plan.worker_elements = (plan.column_elements + plan.copy_elements
                             + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
     return CONVT_BLAS_OK
 
@@ -254,16 +276,24 @@ cdef inline int64_t _phase_row_length(const Plan* plan, int64_t stride) noexcept
     return plan.tile / stride + 2
 
 
-cdef inline int64_t _worker_count(const Plan* plan, int64_t batch, int n_threads) noexcept nogil:
-    cdef int64_t units = batch * plan.units_per_sample
-    return _max(1, _min(<int64_t>n_threads, units))
+cdef inline int64_t _worker_count(const Plan* plan, int n_threads) noexcept nogil:
+    return _max(1, _min(<int64_t>n_threads, plan.n_units))
+
+
+cdef inline int64_t _gemm_columns(const convt_blas_params* p, int64_t start, int64_t stop) noexcept nogil:
+    """How many input positions l have taps l*s + k*d - pad in [start, stop)."""
+    cdef int64_t l_lo = _max(0, _ceil_div(start + p.padding - p.dilation * (p.kernel_size - 1),
+                                          p.stride))
+    cdef int64_t l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + p.padding, p.stride))
+    return l_hi - l_lo + 1
 
 
 cdef int64_t units_per_sample(const convt_blas_params* p) noexcept nogil:
     cdef Plan plan
     if _make_plan(p, &plan) != CONVT_BLAS_OK:
         return -1
-    return plan.units_per_sample
+    # Rounded up: batch * units_per_sample covers every unit of the call.
+    return _ceil_div(plan.n_units, p.batch) if p.batch > 0 else plan.units_per_sample
 
 
 cdef int64_t workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil:
@@ -272,7 +302,7 @@ cdef int64_t workspace_length(const convt_blas_params* p, int n_threads) noexcep
     if _make_plan(p, &plan) != CONVT_BLAS_OK:
         return -1
     per_worker = plan.worker_elements
-    workers = _worker_count(&plan, p.batch, n_threads)
+    workers = _worker_count(&plan, n_threads)
     if _mul_overflows(per_worker, workers):
         return -1
     return per_worker * workers
@@ -506,14 +536,64 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
                         dst[m * s] = row_a[m]
 
 
+cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_first, int64_t g,
+                     int64_t co0, int64_t n_channels, int64_t l_lo, int64_t l_hi,
+                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                     const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                     scalar_t* columns, scalar_t* x_copy) noexcept nogil:
+    """A one-tile unit over batch elements [n_first, n_first + samples_per_unit): one GEMM.
+
+    The GEMM covers every input position of each element (rows j*L + l);
+    each element's col2im then reads its rows l_lo..l_hi, as it would alone.
+    """
+    cdef int64_t K = p.kernel_size, L = p.in_length
+    cdef int64_t count = _min(plan.samples_per_unit, p.batch - n_first)
+    cdef int64_t m_cols = n_channels * K, i, j, l
+    cdef const scalar_t* x_group = x + n_first * sx_n + g * plan.c_in_g * sx_c
+    cdef const scalar_t* x_rows
+    cdef const scalar_t* src
+    cdef scalar_t* dst
+    if sx_c == 1 and sx_n == L * sx_l:
+        # Channels-last and packed: the elements' positions already follow
+        # each other as rows of X^T.
+        _columns_by_position(plan, K, x_group, 1, sx_l, w + g * plan.c_in_g * plan.c_out_g * K
+                             + co0 * K, n_channels, count * L, columns)
+    else:
+        # Otherwise the elements' rows are laid side by side: X_g is (C_in/g, count*L).
+        for i in range(plan.c_in_g):
+            dst = x_copy + i * count * L
+            for j in range(count):
+                src = x_group + j * sx_n + i * sx_c
+                if sx_l == 1:
+                    for l in range(L):
+                        dst[j * L + l] = src[l]
+                else:
+                    for l in range(L):
+                        dst[j * L + l] = src[l * sx_l]
+        _columns_by_position(plan, K, x_copy, count * L, 1, w + g * plan.c_in_g * plan.c_out_g * K
+                             + co0 * K, n_channels, count * L, columns)
+    for j in range(count):
+        _scatter_taps(p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
+                      n_channels, 0, plan.out_length, l_lo, l_hi,
+                      columns + (j * L + l_lo) * m_cols,
+                      out + ((n_first + j) * p.out_channels + g * plan.c_out_g + co0)
+                      * plan.out_length)
+
+
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                     const scalar_t* w, const scalar_t* bias, scalar_t* out,
-                    scalar_t* columns, scalar_t* phase) noexcept nogil:
-    """One unit: output channels [co0, co0 + n_channels) of its groups, positions [start, stop)."""
+                    scalar_t* worker) noexcept nogil:
+    """One unit: output channels [co0, co0 + n_channels) of its groups, positions [start, stop).
+
+    ``worker`` is the worker's workspace: its column buffer, its copy of
+    merged samples' input, then its phase rows.
+    """
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
     cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop
     cdef int64_t l_lo, l_hi, n_cols
+    cdef scalar_t* columns = worker
+    cdef scalar_t* phase = worker + plan.column_elements + plan.copy_elements
     cdef const scalar_t* x_group
     cdef const scalar_t* w_block
     cdef const scalar_t* bias_block
@@ -544,6 +624,10 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                        out + (n * p.out_channels + g_first * plan.c_out_g + co0) * plan.out_length)
         return
     g = g_first
+    if plan.samples_per_unit > 1:
+        _run_merged(p, plan, n * plan.samples_per_unit, g, co0, n_channels, l_lo, l_hi,
+                    x, sx_n, sx_c, sx_l, w, bias, out, columns, columns + plan.column_elements)
+        return
     out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
     bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
     x_group = x + n * sx_n + g * plan.c_in_g * sx_c
@@ -586,12 +670,12 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return CONVT_BLAS_ERR_BAD_STRIDES
     if sx_n < 0:
         return CONVT_BLAS_ERR_BAD_STRIDES
-    units = p.batch * plan.units_per_sample
+    units = plan.n_units
     if units == 0:
         return CONVT_BLAS_OK
 
     per_worker = plan.worker_elements
-    workers = _worker_count(&plan, p.batch, n_threads if n_threads > 0 else 1)
+    workers = _worker_count(&plan, n_threads if n_threads > 0 else 1)
     if workspace == NULL:
         workspace = <scalar_t*>malloc(<size_t>(per_worker * workers) * sizeof(scalar_t))
         if workspace == NULL:
@@ -603,12 +687,10 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
     if workers > 1:
         for unit in prange(units, num_threads=<int>workers, schedule='guided'):
             _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
-                      workspace + threadid() * per_worker,
-                      workspace + threadid() * per_worker + plan.column_elements)
+                      workspace + threadid() * per_worker)
     else:
         for unit in range(units):
-            _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
-                      workspace + plan.column_elements)
+            _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace)
 
     if owns_workspace:
         free(workspace)
@@ -692,7 +774,7 @@ def plan_sizes(tuple shape):
     status = _make_plan(&p, &plan)
     if status != CONVT_BLAS_OK:
         raise_for_status(status)
-    return plan.units_per_sample, plan.worker_elements
+    return units_per_sample(&p), plan.worker_elements
 
 
 def status_message(int status):

@@ -354,7 +354,26 @@ DETERMINISM_CASES = [
     (7, 12, 5, 3, 90, 3, np.complex64, dict(stride=1, output_padding=1, dilation=2)),
     (7, 256, 64, 3, 300, 1, np.float32, dict(stride=1, padding=1)),      # one unit a sample
     (7, 16, 8, 7, 500, 2, np.float16, dict(stride=4, padding=3)),
+    (7, 128, 64, 16, 12, 1, np.float32, dict(stride=8, padding=4)),      # elements share GEMMs
+    (7, 128, 64, 16, 12, 1, np.float64, dict(stride=8, padding=20)),     # ... first column cropped
+    (7, 40, 30, 3, 10, 2, np.complex64, dict(stride=1, padding=3)),      # small GEMMs: never shared
+    (7, 24, 30, 4, 2, 1, np.float32, dict(stride=2)),                    # 2 columns: never shared
 ]
+
+
+def test_short_inputs_share_gemms_across_the_batch():
+    """Short inputs of many channels run several batch elements per GEMM (fewer
+    units than one per element per channel block); a single element cannot."""
+    from convt_blas import kernels
+
+    def units_per_sample(batch, length):
+        # (batch, C_in, L_in, C_out, K, stride, padding, output_padding, dilation, groups)
+        return kernels.plan_sizes((batch, 512, length, 256, 16, 8, 4, 0, 1, 1))[0]
+
+    alone = units_per_sample(1, 100)
+    assert alone > 1
+    assert units_per_sample(16, 100) < alone
+    assert units_per_sample(16, 2) == units_per_sample(1, 2)  # matrix-vector path: kept apart
 
 
 def assert_bitwise_deterministic(x, w, b, groups, params):

@@ -2,10 +2,12 @@
 
 For every layer of ``convt_blas._models.benchmark_layers()`` and each thread
 count, both libraries run in this process, interleaved, and the median of
-repeated calls is kept. Reported per layer: time, GFLOP/s, percent of the
-sgemm rate measured in the same run, speed-up over torch, the first call's
-time (no warm-up) and the peak extra memory of a call. Writes a Markdown table
-and a PNG chart to bench/results/.
+repeated calls is kept; with ``--rounds R`` the whole list is timed R times
+and each figure is the median of the rounds. Reported per layer: time,
+GFLOP/s, percent of the sgemm rate measured in the same run, speed-up over
+torch, the first call's time (median of 3 calls, each with no cached
+workspace) and the peak extra memory of a call. Writes a Markdown table and a
+PNG chart to bench/results/.
 
 Run with the OpenBLAS pinning variables unset in this command only:
 
@@ -46,6 +48,18 @@ def layer_arrays(layer, rng):
     return x, w, b
 
 
+def cold_call_seconds(call, repeats=3):
+    """Median time of a call that finds no cached workspace: what a first call pays
+    (a single first call on this shared machine is mostly noise)."""
+    times = []
+    for _ in range(repeats):
+        _functional._workspaces.buffers = {}
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def peak_extra_bytes(call, out_bytes):
     """Peak memory a cold call allocates beyond its output (workspace, copies)."""
     _functional._workspaces.buffers = {}  # forget cached workspaces: measure a cold call
@@ -56,7 +70,7 @@ def peak_extra_bytes(call, out_bytes):
     return max(0, peak - out_bytes)
 
 
-def run(threads_list, seconds, only):
+def run(threads_list, seconds, only, rounds):
     import torch
     import torch.nn.functional as F
 
@@ -64,38 +78,52 @@ def run(threads_list, seconds, only):
     layers = [layer for layer in _models.benchmark_layers()
               if not only or any(o in layer.label for o in only)]
     peaks = {t: sgemm_rate(t) for t in threads_list}
-    rows = []
-    for i, layer in enumerate(layers, 1):
+    cases = []
+    for layer in layers:
         x, w, b = layer_arrays(layer, rng)
-        args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
-        tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
-        out_bytes = layer.batch * layer.out_channels * 4 * convt_blas.output_length(
-            layer.length, layer.kernel_size, layer.stride, layer.padding, layer.output_padding)
-        for threads in threads_list:
-            print(f"[{i}/{len(layers)}] {layer.label}, {threads} thread(s)", file=sys.stderr,
-                  flush=True)
-            convt_blas.set_num_threads(threads)
-            torch.set_num_threads(threads)
+        cases.append((layer, (x, w, b), tuple(torch.from_numpy(a) for a in (x, w, b))))
+    # Rounds over the whole list, so that a burst of load on this shared
+    # machine hits one sample of each layer, not all samples of one layer.
+    samples = {}
+    for round_ in range(rounds):
+        for i, (layer, (x, w, b), (tx, tw, tb)) in enumerate(cases, 1):
+            args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
+            for threads in threads_list:
+                print(f"[round {round_ + 1}/{rounds}, {i}/{len(cases)}] {layer.label}, "
+                      f"{threads} thread(s)", file=sys.stderr, flush=True)
+                convt_blas.set_num_threads(threads)
+                torch.set_num_threads(threads)
 
-            def ours():
-                return convt_blas.conv_transpose1d(x, w, b, *args)
+                def ours():
+                    return convt_blas.conv_transpose1d(x, w, b, *args)
 
-            def theirs():
-                with torch.no_grad():
-                    return F.conv_transpose1d(tx, tw, tb, *args)
+                def theirs():
+                    with torch.no_grad():
+                        return F.conv_transpose1d(tx, tw, tb, *args)
 
-            _functional._workspaces.buffers = {}
-            t0 = time.perf_counter()
-            ours()
-            first = time.perf_counter() - t0
-            t_ours, t_torch = _timing.time_interleaved([ours, theirs], seconds)
-            extra = peak_extra_bytes(ours, out_bytes)
-            gflops = layer.flops / t_ours / 1e9
-            rows.append(dict(layer=layer.label, threads=threads, flops=layer.flops, ms=t_ours * 1e3,
-                             gflops=gflops, peak_pct=100 * gflops / peaks[threads],
-                             torch_ms=t_torch * 1e3, speedup=t_torch / t_ours,
-                             first_ms=first * 1e3, extra_mib=extra / 2 ** 20))
+                sample = samples.setdefault((i, threads), dict(ours=[], torch=[], first=[]))
+                sample["first"].append(cold_call_seconds(ours))
+                t_ours, t_torch = _timing.time_interleaved([ours, theirs], seconds)
+                sample["ours"].append(t_ours)
+                sample["torch"].append(t_torch)
+                if round_ == 0:
+                    out_bytes = layer.batch * layer.out_channels * 4 * convt_blas.output_length(
+                        layer.length, layer.kernel_size, layer.stride, layer.padding,
+                        layer.output_padding)
+                    sample["extra"] = peak_extra_bytes(ours, out_bytes)
     convt_blas.set_num_threads(None)
+    rows = []
+    for i, (layer, _, _) in enumerate(cases, 1):
+        for threads in threads_list:
+            sample = samples[(i, threads)]
+            t_ours, t_torch = np.median(sample["ours"]), np.median(sample["torch"])
+            gflops = layer.flops / t_ours / 1e9
+            rows.append(dict(layer=layer.label, threads=threads, flops=layer.flops,
+                             ms=t_ours * 1e3, gflops=gflops,
+                             peak_pct=100 * gflops / peaks[threads], torch_ms=t_torch * 1e3,
+                             speedup=float(np.median(np.divide(sample["torch"], sample["ours"]))),
+                             first_ms=np.median(sample["first"]) * 1e3,
+                             extra_mib=sample["extra"] / 2 ** 20))
     return rows, peaks
 
 
@@ -156,8 +184,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=0.4, help="timing time per layer")
     parser.add_argument("--only", nargs="*", help="substrings of layer labels to run")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="passes over all layers; per layer the median of the rounds")
     args = parser.parse_args(argv)
-    rows, peaks = run(args.threads, args.seconds, args.only)
+    rows, peaks = run(args.threads, args.seconds, args.only, args.rounds)
     text = markdown(rows, peaks, args.threads)
     print(text)
     os.makedirs(RESULTS, exist_ok=True)

@@ -388,8 +388,13 @@ cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, const scal
                         int64_t l_hi, const scalar_t* columns, scalar_t* out) noexcept nogil:
     """col2im for position-major columns: the K taps of (l, c) land side by side.
 
-    ``out`` and ``bias`` point at the unit's first channel. Positions whose
-    taps all fall inside [start, stop) take a plain contiguous loop (d = 1).
+    ``out`` and ``bias`` point at the unit's first channel. The columns are
+    read in order, one input position at a time across all channels: the
+    output rows it touches then stay in cache from one position to the next
+    (a channel at a time would stride through the whole column buffer once
+    per channel). Each output element still receives its taps in order of l.
+    Positions whose taps all fall inside [start, stop) take a plain
+    contiguous loop (d = 1).
     """
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
     cdef int64_t L_out = plan.out_length, m_cols = n_channels * K
@@ -407,17 +412,24 @@ cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, const scal
         value = bias[c] if bias != NULL else 0
         for i in range(start, stop):
             out_row[i] = value
-        for l in range(l_lo, l_hi + 1):
-            origin = l * s - pad
-            taps = columns + (l - l_lo) * m_cols + c * K
-            if l_inner_lo <= l <= l_inner_hi:
+    for l in range(l_lo, l_hi + 1):
+        origin = l * s - pad
+        taps = columns + (l - l_lo) * m_cols
+        out_row = out + origin
+        if l_inner_lo <= l <= l_inner_hi:
+            for c in range(n_channels):
                 for k in range(K):
-                    out_row[origin + k] += taps[k]
-            else:
-                k_first = _max(0, _ceil_div(start - origin, d))
-                k_last = _min(K - 1, _floor_div(stop - 1 - origin, d))
+                    out_row[k] += taps[k]
+                out_row += L_out
+                taps += K
+        else:
+            k_first = _max(0, _ceil_div(start - origin, d))
+            k_last = _min(K - 1, _floor_div(stop - 1 - origin, d))
+            for c in range(n_channels):
                 for k in range(k_first, k_last + 1):
-                    out_row[origin + k * d] += taps[k]
+                    out_row[k * d] += taps[k]
+                out_row += L_out
+                taps += K
 
 
 cdef inline void _sum_phase(const Plan* plan, int64_t K, int64_t s, int64_t d, int64_t r,

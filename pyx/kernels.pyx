@@ -42,8 +42,10 @@ cdef extern from *:
 
 # Target size of one worker's column buffer, in elements (2 MiB of float32):
 # large enough for GEMMs near BLAS's peak, small enough to stay in cache
-# while col2im reads it back.
+# while col2im reads it back. Groups with more input channels than
+# DEEP_INPUT_CHANNELS may use up to twice as much (see _make_plan).
 cdef int64_t WORKSPACE_TARGET = 1 << 19
+cdef double DEEP_INPUT_CHANNELS = 256.0
 # Cost of packing one element for BLAS, in multiply-adds per input channel
 # (measured: repacking a weight for every short tile dominates small-L layers).
 cdef double PACK_COST = 30.0
@@ -148,7 +150,7 @@ cdef inline double _imbalance(double units) noexcept nogil:
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (shape-only decisions)."""
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
-    cdef int64_t block_channels, tile, fewest_tiles, multiple, merge
+    cdef int64_t block_channels, tile, fewest_tiles, multiple, merge, column_target
     cdef double units
     cdef double cost, best_cost, group_flops
     if p == NULL or plan == NULL:
@@ -187,10 +189,14 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
         min_units = MIN_UNITS_PER_GROUP
     else:
         min_units = _max(1, <int64_t>(group_flops / MIN_UNIT_FLOPS))
+    # Every channel block repacks the input, at a cost growing with C_in/g
+    # while reading the columns back does not: deep inputs get a larger
+    # buffer (up to twice the target) so that they need fewer blocks.
+    column_target = <int64_t>(WORKSPACE_TARGET * min(2.0, max(1.0, c_in_g / DEEP_INPUT_CHANNELS)))
     best_cost = -1.0
     for blocks in range(1, _min(c_out_g, MAX_CHANNEL_BLOCKS) + 1):
         rows = _ceil_div(c_out_g, blocks) * K
-        columns = _min(p.in_length, _max(1, WORKSPACE_TARGET / rows - halo - 1))
+        columns = _min(p.in_length, _max(1, column_target / rows - halo - 1))
         fewest_tiles = _max(_ceil_div(p.in_length, columns), _ceil_div(min_units, blocks))
         # The fewest tiles that fit the workspace, or a few more to share
         # evenly among 2, 4 or 8 threads.

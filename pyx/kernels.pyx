@@ -150,7 +150,7 @@ cdef inline double _imbalance(double units) noexcept nogil:
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (shape-only decisions)."""
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
-    cdef int64_t block_channels, tile, fewest_tiles, multiple, merge, column_target
+    cdef int64_t block_channels, tile, fewest_tiles, multiple, merge, column_target, small_rows
     cdef double units
     cdef double cost, best_cost, group_flops
     if p == NULL or plan == NULL:
@@ -222,6 +222,17 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
                 best_cost = cost
                 plan.block_channels = block_channels
                 plan.tile = tile
+    # A few input positions: packing the weight dominates a GEMM with so few
+    # columns, and OpenBLAS's AVX-512 builds multiply GEMMs of at most
+    # SMALL_GEMM_WORK multiply-adds without packing. Cut the channels that
+    # fine when blocks of MIN_GEMM_SIDE rows or more still qualify (one or
+    # two columns take the matrix-vector path, which never packs).
+    columns = _gemm_columns(p, 0, plan.out_length)
+    if (plan.tile == plan.out_length and c_in_g > DIRECT_MAX_IN_CHANNELS
+            and columns > GEMV_MAX_ROWS):
+        small_rows = <int64_t>(SMALL_GEMM_WORK / (<double>columns * c_in_g))
+        if small_rows >= MIN_GEMM_SIDE:
+            plan.block_channels = _min(plan.block_channels, _max(1, small_rows / K))
     plan.n_blocks = _ceil_div(c_out_g, plan.block_channels)
     plan.n_tiles = _ceil_div(plan.out_length, plan.tile)
     plan.max_columns = _min(p.in_length,

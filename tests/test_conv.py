@@ -449,3 +449,15 @@ def test_single_position_matrix_vector_path(rng, channels_last, c_out_g, k):
     x_long, _, _ = make_case(rng, 2, 6, c_out_g, k, 9, 2)
     y = convt_blas.conv_transpose1d(x_long, w, b, stride=2, groups=2)
     assert_close(y, conv_transpose1d_reference(x_long, w, b, 2, 0, 0, 2))
+
+
+@pytest.mark.parametrize("length", [3, 8, 24])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_inputs_of_many_channels(rng, length, dtype):
+    """A few input positions of many channels (a streaming chunk of a vocoder's first
+    layer) are cut into many small channel blocks; every block lands in its place."""
+    x, w, b = make_case(rng, 2, 512, 96, 16, length, 1, dtype)
+    y = convt_blas.conv_transpose1d(x, w, b, stride=8, padding=4)
+    assert_close(y, conv_transpose1d_reference(x, w, b, 8, 4))
+    units, _ = convt_blas.kernels.plan_sizes((1, 512, length, 96, 16, 8, 4, 0, 1, 1))
+    assert units > 1

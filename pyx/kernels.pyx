@@ -200,7 +200,7 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
         fewest_tiles = _max(_ceil_div(p.in_length, columns), _ceil_div(min_units, blocks))
         # The fewest tiles that fit the workspace, or a few more to share
         # evenly among 2, 4 or 8 threads.
-        for multiple in range(4):
+        for multiple in range(4 if fewest_tiles < INT64_MAX / 16 else 1):
             tiles = _min(p.in_length, _ceil_div(fewest_tiles, 1 << multiple) << multiple)
             columns = _ceil_div(p.in_length, tiles)
             cost = (PACK_COST * (<double>tiles * c_out_g * K + <double>blocks * p.in_length)
@@ -268,7 +268,8 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     plan.samples_per_unit = 1
     plan.copy_elements = 0
     if plan.position_major and plan.n_tiles == 1 and p.batch > 1:
-        merge = WORKSPACE_TARGET / (p.in_length * _max(plan.block_channels * K, c_in_g))
+        merge = <int64_t>min(<double>p.batch, WORKSPACE_TARGET / (
+            <double>p.in_length * _max(plan.block_channels * K, c_in_g)))
         columns = _gemm_columns(p, 0, plan.out_length)
         if (merge > 1 and columns > GEMV_MAX_ROWS
                 and <double>columns * plan.block_channels * K * c_in_g > SMALL_GEMM_WORK):

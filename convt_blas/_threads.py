@@ -55,7 +55,10 @@ def get_num_threads():
 
 
 def _find_openblas_controls():
-    """(get, set) of the OpenBLAS behind scipy.linalg.cython_blas, or None."""
+    """(get, set, corename) of the OpenBLAS behind scipy.linalg.cython_blas, or None.
+
+    ``corename`` is None when that OpenBLAS does not say which kernels it runs.
+    """
     import scipy
 
     scipy_dir = os.path.dirname(scipy.__file__)
@@ -76,11 +79,26 @@ def _find_openblas_controls():
                                ("openblas", ""), ("openblas", "64_")):
             get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
             put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            corename = getattr(lib, f"{prefix}_get_corename{suffix}", None)
             if get is not None and put is not None:
                 get.restype = ctypes.c_int
                 put.argtypes = [ctypes.c_int]
-                return get, put
+                if corename is not None:
+                    corename.restype = ctypes.c_char_p
+                return get, put, corename
     return None
+
+
+# OpenBLAS cores whose sgemm/dgemm take GEMMs of at most 10^6 multiply-adds
+# through small-matrix kernels that do not pack their operands.
+_SMALL_MATRIX_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def _blas_has_small_matrix_kernels(controls):
+    if controls is None or controls[2] is None:
+        return False
+    name = controls[2]()
+    return name is not None and name.decode(errors="replace").lower() in _SMALL_MATRIX_CORES
 
 
 def _gnu_openmp_runtime():
@@ -141,6 +159,9 @@ class _BlasThreadLimit:
 
 
 blas_single_thread = _BlasThreadLimit()
+# The kernel's plan cuts inputs of a few positions into GEMMs small enough for
+# those kernels only where BLAS has them.
+kernels.set_blas_small_matrix_kernels(_blas_has_small_matrix_kernels(blas_single_thread._controls))
 _GNU_OPENMP = kernels.openmp_enabled() and _gnu_openmp_runtime()
 
 

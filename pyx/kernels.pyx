@@ -61,8 +61,12 @@ cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
 cdef int64_t DIRECT_UNIT_OUTPUTS = 8192
 # GEMMs with at most this many output rows run as matrix-vector products.
 cdef int GEMV_MAX_ROWS = 2
-# OpenBLAS runs GEMMs with M*N*K up to this through small-matrix kernels.
+# OpenBLAS's AVX-512 builds run GEMMs with M*N*K up to this through
+# small-matrix kernels, which do not pack their operands (and round unlike
+# its blocked GEMM). Whether this BLAS has them is set at import from Python
+# (convt_blas._threads); until then plans assume it has not.
 cdef double SMALL_GEMM_WORK = 1e6
+cdef bint BLAS_SMALL_MATRIX_KERNELS = False
 
 
 cdef struct Plan:
@@ -228,8 +232,8 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # fine when blocks of MIN_GEMM_SIDE rows or more still qualify (one or
     # two columns take the matrix-vector path, which never packs).
     columns = _gemm_columns(p, 0, plan.out_length)
-    if (plan.tile == plan.out_length and c_in_g > DIRECT_MAX_IN_CHANNELS
-            and columns > GEMV_MAX_ROWS):
+    if (BLAS_SMALL_MATRIX_KERNELS and plan.tile == plan.out_length
+            and c_in_g > DIRECT_MAX_IN_CHANNELS and columns > GEMV_MAX_ROWS):
         small_rows = <int64_t>(SMALL_GEMM_WORK / (<double>columns * c_in_g))
         if small_rows >= MIN_GEMM_SIDE:
             plan.block_channels = _min(plan.block_channels, _max(1, small_rows / K))
@@ -778,6 +782,17 @@ cdef int conv_transpose1d_c128(
 def openmp_enabled():
     """True when the extension was compiled with OpenMP."""
     return bool(CONVT_BLAS_OPENMP)
+
+
+def set_blas_small_matrix_kernels(bint available):
+    """Tell the planner whether BLAS multiplies small GEMMs without packing them."""
+    global BLAS_SMALL_MATRIX_KERNELS
+    BLAS_SMALL_MATRIX_KERNELS = available
+
+
+def blas_small_matrix_kernels():
+    """What the planner assumes: see set_blas_small_matrix_kernels."""
+    return bool(BLAS_SMALL_MATRIX_KERNELS)
 
 
 def omp_max_threads():

@@ -1,6 +1,9 @@
 """conv_transpose1d against the reference from the definition, and against torch."""
 import itertools
 import os
+import platform
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -459,5 +462,29 @@ def test_short_inputs_of_many_channels(rng, length, dtype):
     x, w, b = make_case(rng, 2, 512, 96, 16, length, 1, dtype)
     y = convt_blas.conv_transpose1d(x, w, b, stride=8, padding=4)
     assert_close(y, conv_transpose1d_reference(x, w, b, 8, 4))
-    units, _ = convt_blas.kernels.plan_sizes((1, 512, length, 96, 16, 8, 4, 0, 1, 1))
-    assert units > 1
+
+
+SMALL_GEMM_PROBE = """
+import convt_blas
+from convt_blas import kernels
+# (batch, C_in, L_in, C_out, K, stride, padding, output_padding, dilation, groups)
+print(kernels.blas_small_matrix_kernels(), kernels.plan_sizes((1, 512, 8, 256, 16, 8, 4, 0, 1, 1))[0])
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="OpenBLAS x86-64 cores")
+def test_short_input_cut_follows_the_blas_kernels():
+    """Short inputs are cut into GEMMs for OpenBLAS's unpacked small-matrix kernels only
+    where the BLAS has them: not with its Haswell (AVX2) kernels."""
+    from convt_blas import kernels
+
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+    probe = subprocess.run([sys.executable, "-c", SMALL_GEMM_PROBE], env=env, check=True,
+                           capture_output=True, text=True).stdout.split()
+    assert probe[0] == "False"
+    haswell_units = int(probe[1])
+    units = kernels.plan_sizes((1, 512, 8, 256, 16, 8, 4, 0, 1, 1))[0]
+    if kernels.blas_small_matrix_kernels():
+        assert units > haswell_units
+    else:
+        assert units == haswell_units

@@ -85,7 +85,7 @@ cdef struct Plan:
     bint direct_taps           # compute the taps from x and w instead of a GEMM
     bint position_major        # columns laid out (position, channel*K); see _make_plan
     int64_t column_elements    # one worker's column buffer (0 for direct taps)
-    int64_t copy_elements      # one worker's copy of its samples' input (merged samples only)
+    int64_t copy_elements      # one worker's copy of its samples' input (merged), or a vector
     int64_t worker_elements    # workspace per worker: columns, input copy, phase rows
 
 
@@ -270,7 +270,7 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # small enough for its small-matrix kernels or for our matrix-vector
     # path are kept apart (those round differently).
     plan.samples_per_unit = 1
-    plan.copy_elements = 0
+    plan.copy_elements = 0 if plan.direct_taps else c_in_g  # a vector for _gemm's scratch
     if plan.position_major and plan.n_tiles == 1 and p.batch > 1:
         merge = <int64_t>min(<double>p.batch, WORKSPACE_TARGET / (
             <double>p.in_length * _max(plan.block_channels * K, c_in_g)))
@@ -332,23 +332,34 @@ cdef int64_t workspace_length(const convt_blas_params* p, int n_threads) noexcep
 
 cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
                        const scalar_t* a, int lda, const scalar_t* b, int ldb,
-                       scalar_t* c, int ldc) noexcept nogil:
+                       scalar_t* c, int ldc, scalar_t* scratch) noexcept nogil:
     """C = op(A) @ op(B) for row-major A, B, C: the only call into BLAS.
 
     Column-major BLAS sees a row-major matrix as its transpose, so it is
     asked for C^T = op(B)^T @ op(A)^T: operands swapped, m and n swapped.
+    ``scratch`` (k elements, or NULL) holds a strided row of op(A) for the
+    matrix-vector path.
     """
     cdef char blas_ta = b'T' if trans_b else b'N'
     cdef char blas_tb = b'T' if trans_a else b'N'
     cdef scalar_t one = 1
     cdef scalar_t zero = 0
-    cdef int inc_a = lda if trans_a else 1, inc_c = 1, row
+    cdef int inc_a, inc_c = 1, row, i
     cdef const scalar_t* a_row
     if m <= GEMV_MAX_ROWS and not trans_b:
         # A few output rows: each is C[i]^T = B^T a_i, a matrix-vector product
         # that streams B once without packing it (a GEMM packs all of B first).
         for row in range(m):
             a_row = a + (row if trans_a else row * lda)
+            inc_a = lda if trans_a else 1
+            if trans_a and scratch != NULL:
+                # BLAS may round a strided vector unlike a contiguous one
+                # (OpenBLAS's Haswell sgemv does): a contiguous copy gives the
+                # same bits for channels-first and channels-last input.
+                for i in range(k):
+                    scratch[i] = a_row[i * lda]
+                a_row = scratch
+                inc_a = 1
             if scalar_t is float:
                 sgemv(&blas_ta, &n, &k, &one, <float*>b, &ldb, <float*>a_row, &inc_a,
                       &zero, c + row * ldc, &inc_c)
@@ -378,31 +389,37 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
 
 cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
                               int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                              int64_t n_channels, int64_t n_cols, scalar_t* columns) noexcept nogil:
+                              int64_t n_channels, int64_t n_cols, scalar_t* columns,
+                              scalar_t* scratch) noexcept nogil:
     """columns[c*K + k, l] = sum_i W_g[i, c, k] * X_g[i, l]: one row per (channel, tap)."""
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart.
         _gemm(True, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
-              w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_c, columns, <int>n_cols)
+              w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_c, columns, <int>n_cols,
+              scratch)
     else:
         # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
         _gemm(True, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
-              w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_l, columns, <int>n_cols)
+              w_block, <int>(plan.c_out_g * K), x_tile, <int>sx_l, columns, <int>n_cols,
+              scratch)
 
 
 cdef void _columns_by_position(const Plan* plan, int64_t K, const scalar_t* x_tile,
                                int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                               int64_t n_channels, int64_t n_cols, scalar_t* columns) noexcept nogil:
+                               int64_t n_channels, int64_t n_cols, scalar_t* columns,
+                               scalar_t* scratch) noexcept nogil:
     """columns[l, c*K + k] = sum_i X_g[i, l] * W_g[i, c, k]: one row per input position."""
     cdef int64_t m_cols = n_channels * K
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart: use its transpose.
         _gemm(True, False, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
-              x_tile, <int>sx_c, w_block, <int>(plan.c_out_g * K), columns, <int>m_cols)
+              x_tile, <int>sx_c, w_block, <int>(plan.c_out_g * K), columns, <int>m_cols,
+              scratch)
     else:
         # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
         _gemm(False, False, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
-              x_tile, <int>sx_l, w_block, <int>(plan.c_out_g * K), columns, <int>m_cols)
+              x_tile, <int>sx_l, w_block, <int>(plan.c_out_g * K), columns, <int>m_cols,
+              scratch)
 
 
 cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, const scalar_t* bias,
@@ -591,7 +608,7 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
         # Channels-last and packed: the elements' positions already follow
         # each other as rows of X^T.
         _columns_by_position(plan, K, x_group, 1, sx_l, w + g * plan.c_in_g * plan.c_out_g * K
-                             + co0 * K, n_channels, count * L, columns)
+                             + co0 * K, n_channels, count * L, columns, NULL)
     else:
         # Otherwise the elements' rows are laid side by side: X_g is (C_in/g, count*L).
         for i in range(plan.c_in_g):
@@ -605,7 +622,7 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
                     for l in range(L):
                         dst[j * L + l] = src[l * sx_l]
         _columns_by_position(plan, K, x_copy, count * L, 1, w + g * plan.c_in_g * plan.c_out_g * K
-                             + co0 * K, n_channels, count * L, columns)
+                             + co0 * K, n_channels, count * L, columns, NULL)
     for j in range(count):
         _scatter_taps(p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
                       n_channels, 0, plan.out_length, l_lo, l_hi,
@@ -668,13 +685,13 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
     if n_cols > 0 and plan.position_major:
         _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                             n_channels, n_cols, columns)
+                             n_channels, n_cols, columns, columns + plan.column_elements)
         _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
                       out_block)
         return
     if n_cols > 0:
         _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                            n_channels, n_cols, columns)
+                            n_channels, n_cols, columns, columns + plan.column_elements)
     _gather_phases(p, plan, bias_block, 1, n_channels, start, stop, l_lo, l_hi, columns,
                    x_group, sx_c, sx_l, w_block, phase, out_block)
 

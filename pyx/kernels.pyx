@@ -7,12 +7,14 @@ For each batch element ``n`` and group ``g`` the convolution is
     out[c, l*stride + k*dilation - padding] += columns[c*K + k, l]
 
 The work is cut into independent units (batch element, group, block of
-output channels, tile of output positions). A unit owns its block of the
-output: it writes bias (or zero) there, runs one GEMM over exactly the
-input columns that reach its tile, and scatter-adds them. Units never share
-output, so they run in an OpenMP ``prange`` with no locks, and the cut
-depends on the shape alone (never on the thread count or batch size), so
-results are bitwise identical for any number of threads.
+output channels, tile of output positions; short inputs may put several
+batch elements in one unit). A unit owns its block of the output: it writes
+bias (or zero) there, runs one GEMM over exactly the input columns that
+reach its tile, and scatter-adds them. Units never share output, so they
+run in an OpenMP ``prange`` with no locks. The cut never depends on the
+thread count, and an element computed with others gets the bits it would
+get alone, so results are bitwise identical for any number of threads and
+any split of the batch.
 """
 
 cimport cython
@@ -152,7 +154,7 @@ cdef inline double _imbalance(double units) noexcept nogil:
 
 
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
-    """Validate ``p`` and cut the work into units (shape-only decisions)."""
+    """Validate ``p`` and cut the work into units (never by the thread count)."""
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
     cdef int64_t block_channels, tile, fewest_tiles, multiple, merge, column_target, small_rows
     cdef double units

@@ -603,7 +603,6 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
     cdef int64_t count = _min(plan.samples_per_unit, p.batch - n_first)
     cdef int64_t m_cols = n_channels * K, i, j, l
     cdef const scalar_t* x_group = x + n_first * sx_n + g * plan.c_in_g * sx_c
-    cdef const scalar_t* x_rows
     cdef const scalar_t* src
     cdef scalar_t* dst
     if sx_c == 1 and sx_n == L * sx_l:
@@ -640,7 +639,7 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     """One unit: output channels [co0, co0 + n_channels) of its groups, positions [start, stop).
 
     ``worker`` is the worker's workspace: its column buffer, its copy of
-    merged samples' input, then its phase rows.
+    merged samples' input (or one vector for _gemm), then its phase rows.
     """
     cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
     cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop

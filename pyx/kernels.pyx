@@ -157,6 +157,7 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (never by the thread count)."""
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
     cdef int64_t block_channels, tile, fewest_tiles, multiple, merge, column_target, small_rows
+    cdef int64_t l_lo, l_hi
     cdef double units
     cdef double cost, best_cost, group_flops
     if p == NULL or plan == NULL:
@@ -233,7 +234,9 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # SMALL_GEMM_WORK multiply-adds without packing. Cut the channels that
     # fine when blocks of MIN_GEMM_SIDE rows or more still qualify (one or
     # two columns take the matrix-vector path, which never packs).
-    columns = _gemm_columns(p, 0, plan.out_length)
+    # GEMM columns of a one-tile unit.
+    _input_range(p, 0, plan.out_length, &l_lo, &l_hi)
+    columns = l_hi - l_lo + 1
     if (BLAS_SMALL_MATRIX_KERNELS and plan.tile == plan.out_length
             and c_in_g > DIRECT_MAX_IN_CHANNELS and columns > GEMV_MAX_ROWS):
         small_rows = <int64_t>(SMALL_GEMM_WORK / (<double>columns * c_in_g))
@@ -276,7 +279,6 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     if plan.position_major and plan.n_tiles == 1 and p.batch > 1:
         merge = <int64_t>min(<double>p.batch, WORKSPACE_TARGET / (
             <double>p.in_length * _max(plan.block_channels * K, c_in_g)))
-        columns = _gemm_columns(p, 0, plan.out_length)
         if (merge > 1 and columns > GEMV_MAX_ROWS
                 and <double>columns * plan.block_channels * K * c_in_g > SMALL_GEMM_WORK):
             plan.samples_per_unit = _ceil_div(p.batch, _ceil_div(p.batch, merge))
@@ -304,12 +306,11 @@ cdef inline int64_t _worker_count(const Plan* plan, int n_threads) noexcept nogi
     return _max(1, _min(<int64_t>n_threads, plan.n_units))
 
 
-cdef inline int64_t _gemm_columns(const convt_blas_params* p, int64_t start, int64_t stop) noexcept nogil:
-    """How many input positions l have taps l*s + k*d - pad in [start, stop)."""
-    cdef int64_t l_lo = _max(0, _ceil_div(start + p.padding - p.dilation * (p.kernel_size - 1),
-                                          p.stride))
-    cdef int64_t l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + p.padding, p.stride))
-    return l_hi - l_lo + 1
+cdef inline void _input_range(const convt_blas_params* p, int64_t start, int64_t stop,
+                              int64_t* l_lo, int64_t* l_hi) noexcept nogil:
+    """Input positions l_lo..l_hi whose taps l*s + k*d - pad reach outputs [start, stop)."""
+    l_lo[0] = _max(0, _ceil_div(start + p.padding - p.dilation * (p.kernel_size - 1), p.stride))
+    l_hi[0] = _min(p.in_length - 1, _floor_div(stop - 1 + p.padding, p.stride))
 
 
 cdef int64_t units_per_sample(const convt_blas_params* p) noexcept nogil:
@@ -592,7 +593,7 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
 cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_first, int64_t g,
                      int64_t co0, int64_t n_channels, int64_t l_lo, int64_t l_hi,
                      const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                     const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                     const scalar_t* w_block, const scalar_t* bias_block, scalar_t* out,
                      scalar_t* columns, scalar_t* x_copy) noexcept nogil:
     """A one-tile unit over batch elements [n_first, n_first + samples_per_unit): one GEMM.
 
@@ -601,33 +602,26 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
     """
     cdef int64_t K = p.kernel_size, L = p.in_length
     cdef int64_t count = _min(plan.samples_per_unit, p.batch - n_first)
-    cdef int64_t m_cols = n_channels * K, i, j, l
+    cdef int64_t i, j, l
     cdef const scalar_t* x_group = x + n_first * sx_n + g * plan.c_in_g * sx_c
     cdef const scalar_t* src
     cdef scalar_t* dst
-    if sx_c == 1 and sx_n == L * sx_l:
-        # Channels-last and packed: the elements' positions already follow
-        # each other as rows of X^T.
-        _columns_by_position(plan, K, x_group, 1, sx_l, w + g * plan.c_in_g * plan.c_out_g * K
-                             + co0 * K, n_channels, count * L, columns, NULL)
-    else:
-        # Otherwise the elements' rows are laid side by side: X_g is (C_in/g, count*L).
+    if not (sx_c == 1 and sx_n == L * sx_l):
+        # Unless channels-last and packed (the elements' positions already
+        # follow each other as rows of X^T), lay the elements' rows side by
+        # side: X_g becomes (C_in/g, count*L).
         for i in range(plan.c_in_g):
             dst = x_copy + i * count * L
             for j in range(count):
                 src = x_group + j * sx_n + i * sx_c
-                if sx_l == 1:
-                    for l in range(L):
-                        dst[j * L + l] = src[l]
-                else:
-                    for l in range(L):
-                        dst[j * L + l] = src[l * sx_l]
-        _columns_by_position(plan, K, x_copy, count * L, 1, w + g * plan.c_in_g * plan.c_out_g * K
-                             + co0 * K, n_channels, count * L, columns, NULL)
+                for l in range(L):
+                    dst[j * L + l] = src[l * sx_l]
+        x_group, sx_c, sx_l = x_copy, count * L, 1
+    _columns_by_position(plan, K, x_group, sx_c, sx_l, w_block, n_channels, count * L,
+                         columns, NULL)
     for j in range(count):
-        _scatter_taps(p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
-                      n_channels, 0, plan.out_length, l_lo, l_hi,
-                      columns + (j * L + l_lo) * m_cols,
+        _scatter_taps(p, plan, bias_block, n_channels, 0, plan.out_length, l_lo, l_hi,
+                      columns + (j * L + l_lo) * n_channels * K,
                       out + ((n_first + j) * p.out_channels + g * plan.c_out_g + co0)
                       * plan.out_length)
 
@@ -641,7 +635,7 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     ``worker`` is the worker's workspace: its column buffer, its copy of
     merged samples' input (or one vector for _gemm), then its phase rows.
     """
-    cdef int64_t K = p.kernel_size, s = p.stride, d = p.dilation, pad = p.padding
+    cdef int64_t K = p.kernel_size
     cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop
     cdef int64_t l_lo, l_hi, n_cols
     cdef scalar_t* columns = worker
@@ -662,9 +656,7 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     start = tile * plan.tile
     stop = _min(start + plan.tile, plan.out_length)
 
-    # Input positions l whose taps l*s + k*d - pad reach [start, stop).
-    l_lo = _max(0, _ceil_div(start + pad - d * (K - 1), s))
-    l_hi = _min(p.in_length - 1, _floor_div(stop - 1 + pad, s))
+    _input_range(p, start, stop, &l_lo, &l_hi)
     n_cols = l_hi - l_lo + 1
     if plan.direct_taps:
         # Taps straight from x and w; the unit's groups share one call.
@@ -676,14 +668,15 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                        out + (n * p.out_channels + g_first * plan.c_out_g + co0) * plan.out_length)
         return
     g = g_first
+    bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
+    w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
     if plan.samples_per_unit > 1:
         _run_merged(p, plan, n * plan.samples_per_unit, g, co0, n_channels, l_lo, l_hi,
-                    x, sx_n, sx_c, sx_l, w, bias, out, columns, columns + plan.column_elements)
+                    x, sx_n, sx_c, sx_l, w_block, bias_block, out, columns,
+                    columns + plan.column_elements)
         return
     out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
-    bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
     x_group = x + n * sx_n + g * plan.c_in_g * sx_c
-    w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
     if n_cols > 0 and plan.position_major:
         _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
                              n_channels, n_cols, columns, columns + plan.column_elements)

@@ -48,12 +48,17 @@ def layer_arrays(layer, rng):
     return x, w, b
 
 
+def forget_workspaces():
+    """Drop this thread's cached workspaces, so that the next call is a cold one."""
+    _functional._workspaces.buffers = {}
+
+
 def cold_call_seconds(call, repeats=3):
     """Median time of a call that finds no cached workspace: what a first call pays
     (a single first call on this shared machine is mostly noise)."""
     times = []
     for _ in range(repeats):
-        _functional._workspaces.buffers = {}
+        forget_workspaces()
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
@@ -62,7 +67,7 @@ def cold_call_seconds(call, repeats=3):
 
 def peak_extra_bytes(call, out_bytes):
     """Peak memory a cold call allocates beyond its output (workspace, copies)."""
-    _functional._workspaces.buffers = {}  # forget cached workspaces: measure a cold call
+    forget_workspaces()  # measure a cold call
     tracemalloc.start()
     call()
     peak = tracemalloc.get_traced_memory()[1]

@@ -123,12 +123,11 @@ class _BlasThreadLimit:
     restores it.
     """
 
-    def __init__(self):
+    def __init__(self, controls):
         self._lock = threading.Lock()
         self._depth = 0
         self._saved = 1
-        # Looked up once at import so that no call pays for it.
-        self._controls = _find_openblas_controls()
+        self._controls = controls
 
     def enter(self):
         controls = self._controls
@@ -158,10 +157,12 @@ class _BlasThreadLimit:
         self._depth = 0
 
 
-blas_single_thread = _BlasThreadLimit()
+# Looked up once at import so that no call pays for it.
+_openblas = _find_openblas_controls()
+blas_single_thread = _BlasThreadLimit(_openblas)
 # The kernel's plan cuts inputs of a few positions into GEMMs small enough for
 # those kernels only where BLAS has them.
-kernels.set_blas_small_matrix_kernels(_blas_has_small_matrix_kernels(blas_single_thread._controls))
+kernels.set_blas_small_matrix_kernels(_blas_has_small_matrix_kernels(_openblas))
 _GNU_OPENMP = kernels.openmp_enabled() and _gnu_openmp_runtime()
 
 

@@ -147,6 +147,12 @@ class ConvSpec(NamedTuple):
         return self[:10]
 
     @property
+    def overlap(self):
+        """Samples by which one input position's output span passes the next one's
+        start: ``dilation*(K - 1) + 1 - stride`` (negative when spans leave gaps)."""
+        return self.dilation * (self.kernel_size - 1) + 1 - self.stride
+
+    @property
     def out_shape(self):
         """Shape of the result as returned: (N, C_out, L_out), or (C_out, L_out) unbatched."""
         if self.batched:

@@ -112,7 +112,7 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     w = np.array(w, dtype=work, order="C", copy=True)
     b = None if b is None else np.array(b, dtype=work, copy=True)
     s = spec.stride
-    overlap = spec.dilation * (spec.kernel_size - 1) + 1 - s
+    overlap = spec.overlap
     start = spec.padding  # the output is full[start:stop] of the unpadded result
     stop = start + spec.out_length
 

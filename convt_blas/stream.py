@@ -75,7 +75,7 @@ class ConvTranspose1dStream:
         self.output_padding = spec.output_padding
         self.dilation = spec.dilation
         self.groups = spec.groups
-        self.overlap = spec.dilation * (spec.kernel_size - 1) + 1 - spec.stride
+        self.overlap = spec.overlap
         # The output ends at T*stride + end_offset after T input samples.
         self._end_offset = self.overlap - spec.padding + spec.output_padding
         self._checked_shape = None  # last chunk shape found valid, length aside

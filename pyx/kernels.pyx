@@ -233,8 +233,8 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # columns, and OpenBLAS's AVX-512 builds multiply GEMMs of at most
     # SMALL_GEMM_WORK multiply-adds without packing. Cut the channels that
     # fine when blocks of MIN_GEMM_SIDE rows or more still qualify (one or
-    # two columns take the matrix-vector path, which never packs).
-    # GEMM columns of a one-tile unit.
+    # two columns take the matrix-vector path, which never packs). ``columns``:
+    # the GEMM columns of a one-tile unit.
     _input_range(p, 0, plan.out_length, &l_lo, &l_hi)
     columns = l_hi - l_lo + 1
     if (BLAS_SMALL_MATRIX_KERNELS and plan.tile == plan.out_length
@@ -313,12 +313,16 @@ cdef inline void _input_range(const convt_blas_params* p, int64_t start, int64_t
     l_hi[0] = _min(p.in_length - 1, _floor_div(stop - 1 + p.padding, p.stride))
 
 
+cdef inline int64_t _units_per_sample(const convt_blas_params* p, const Plan* plan) noexcept nogil:
+    # Rounded up: batch * units_per_sample covers every unit of the call.
+    return _ceil_div(plan.n_units, p.batch) if p.batch > 0 else plan.units_per_sample
+
+
 cdef int64_t units_per_sample(const convt_blas_params* p) noexcept nogil:
     cdef Plan plan
     if _make_plan(p, &plan) != CONVT_BLAS_OK:
         return -1
-    # Rounded up: batch * units_per_sample covers every unit of the call.
-    return _ceil_div(plan.n_units, p.batch) if p.batch > 0 else plan.units_per_sample
+    return _units_per_sample(p, &plan)
 
 
 cdef int64_t workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil:
@@ -659,7 +663,9 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     _input_range(p, start, stop, &l_lo, &l_hi)
     n_cols = l_hi - l_lo + 1
     if plan.direct_taps:
-        # Taps straight from x and w; the unit's groups share one call.
+        # Taps straight from x and w; the unit's groups share one call. (A call
+        # site of its own, with the pointers written out: sharing the GEMM
+        # path's pointers and call below made the depthwise layer 25% slower.)
         _gather_phases(p, plan, bias + g_first * plan.c_out_g + co0 if bias != NULL else NULL,
                        _min(p.groups, g_first + plan.groups_per_unit) - g_first, n_channels,
                        start, stop, l_lo, l_hi, NULL,
@@ -830,7 +836,7 @@ def plan_sizes(tuple shape):
     status = _make_plan(&p, &plan)
     if status != CONVT_BLAS_OK:
         raise_for_status(status)
-    return units_per_sample(&p), plan.worker_elements
+    return _units_per_sample(&p, &plan), plan.worker_elements
 
 
 def status_message(int status):

@@ -16,6 +16,14 @@ RTOL = {
 }
 
 
+def random_array(rng, shape, dtype=np.float32):
+    """Standard-normal values of ``dtype`` (complex: independent real and imaginary parts)."""
+    a = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        a = a + 1j * rng.standard_normal(shape)
+    return a.astype(dtype)
+
+
 def assert_close(actual, expected, dtype=None):
     """|actual - expected| <= rtol * max(1, max|expected|) elementwise, shapes equal."""
     actual = np.asarray(actual)

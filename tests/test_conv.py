@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convt_blas
-from conftest import RTOL, assert_close
+from conftest import RTOL, assert_close, random_array
 from reference import conv_transpose1d_reference
 
 try:
@@ -23,14 +23,6 @@ except ImportError:  # the torch cross-checks skip
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
-
-
-def random_array(rng, shape, dtype):
-    dtype = np.dtype(dtype)
-    a = rng.standard_normal(shape)
-    if dtype.kind == "c":
-        a = a + 1j * rng.standard_normal(shape)
-    return a.astype(dtype)
 
 
 def make_case(rng, n, c_in_g, c_out_g, k, length, groups, dtype=np.float32, bias=True):
@@ -422,22 +414,6 @@ def test_extreme_stride_and_dilation(rng, stride, dilation, padding):
     x, w, b = make_case(rng, 2, 2, 3, 3, 4, 1)
     y = convt_blas.conv_transpose1d(x, w, b, stride=stride, padding=padding, dilation=dilation)
     assert_close(y, conv_transpose1d_reference(x, w, b, stride, padding, 0, 1, dilation))
-
-
-def _unaligned_copy(a):
-    raw = np.zeros(a.nbytes + 1, np.uint8)[1:]
-    view = raw.view(a.dtype).reshape(a.shape)
-    view[...] = a
-    assert not view.flags.aligned
-    return view
-
-
-def test_unaligned_weight_bias_and_out(rng):
-    x, w, b = make_case(rng, 2, 3, 2, 5, 7, 1)
-    out = _unaligned_copy(np.zeros((2, 2, 17), np.float32))
-    y = convt_blas.conv_transpose1d(x, _unaligned_copy(w), _unaligned_copy(b), stride=2, out=out)
-    assert y is out
-    assert_close(out, conv_transpose1d_reference(x, w, b, 2))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import random_array
 
 import convt_blas
 from convt_blas import kernels
@@ -85,21 +86,14 @@ CASES = [
 ]
 
 
-def _random(rng, shape, dtype):
-    values = rng.standard_normal(shape)
-    if np.dtype(dtype).kind == "c":
-        values = values + 1j * rng.standard_normal(shape)
-    return values.astype(dtype)
-
-
 def _problem(rng, case, dtype, bias=True, channels_last=False):
     """Arrays, the checked ConvSpec and keyword arguments of the Python API for a case."""
     n, c_in, l_in, c_out_g, k, stride, padding, output_padding, dilation, groups = case
-    x = _random(rng, (n, c_in, l_in), dtype)
+    x = random_array(rng, (n, c_in, l_in), dtype)
     if channels_last:  # unit stride along channels
         x = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
-    w = _random(rng, (c_in, c_out_g, k), dtype)
-    b = _random(rng, (c_out_g * groups,), dtype) if bias else None
+    w = random_array(rng, (c_in, c_out_g, k), dtype)
+    b = random_array(rng, (c_out_g * groups,), dtype) if bias else None
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
                   groups=groups, dilation=dilation)
     spec = check_arguments(x.shape, w.shape, None if b is None else b.shape, **kwargs)
@@ -235,8 +229,8 @@ def test_c_example_errors(built, rng):
         c_example.conv_transpose1d(x, w, np.empty(spec.out_shape[:2] + (1,)), **kwargs)
     with pytest.raises(ValueError, match="float64"):
         c_example.conv_transpose1d(x.astype(np.float32), w, np.empty(spec.out_shape), **kwargs)
-    x3 = _random(rng, (2, 3, 10), np.float64)  # 3 channels in 2 groups: the kernel refuses
-    w3 = _random(rng, (3, 2, 3), np.float64)
+    x3 = random_array(rng, (2, 3, 10), np.float64)  # 3 channels in 2 groups: the kernel refuses
+    w3 = random_array(rng, (3, 2, 3), np.float64)
     with pytest.raises(ValueError, match=r"invalid convolution parameters \(status -2\)"):
         c_example.conv_transpose1d(x3, w3, np.empty((2, 4, 12)), groups=2)
 
@@ -257,8 +251,8 @@ def test_cython_example_prange_matches_python_bitwise(built, rng, case):
 
 def test_cython_example_errors(built, rng):
     many = built.cython_example.conv_transpose1d_many
-    x = _random(rng, (2, 2, 3, 10), np.float64)  # 3 channels in 2 groups: the kernel refuses
-    w = _random(rng, (2, 3, 2, 3), np.float64)
+    x = random_array(rng, (2, 2, 3, 10), np.float64)  # 3 channels in 2 groups: the kernel refuses
+    w = random_array(rng, (2, 3, 2, 3), np.float64)
     with pytest.raises(ValueError, match=r"invalid convolution parameters \(status -2\)"):
         many(x, w, np.empty((2, 2, 4, 12)), groups=2)
     with pytest.raises(ValueError, match="does not fit"):

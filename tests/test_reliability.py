@@ -14,7 +14,7 @@ import pytest
 import convt_blas
 from convt_blas import _threads
 from convt_blas._functional import check_arguments
-from conftest import assert_close
+from conftest import assert_close, random_array
 from reference import conv_transpose1d_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,14 +30,6 @@ needs_plain_memory = pytest.mark.skipif(SANITIZED,
                                         reason="memory figures are meaningless under ASan")
 needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
                                 reason="no fork start method on this platform")
-
-
-def random_array(rng, shape, dtype=np.float32):
-    dtype = np.dtype(dtype)
-    a = rng.standard_normal(shape)
-    if dtype.kind == "c":
-        a = a + 1j * rng.standard_normal(shape)
-    return a.astype(dtype)
 
 
 def random_case(rng, n, c_in, c_out_g, k, length, groups=1, dtype=np.float32, bias=True):

@@ -3,7 +3,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, random_array
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import conv_transpose1d_reference
@@ -12,13 +12,6 @@ import convt_blas
 from convt_blas import ConvTranspose1dStream
 
 DTYPES = [np.float16, np.float32, np.float64, np.complex64, np.complex128]
-
-
-def random_array(rng, shape, dtype):
-    a = rng.standard_normal(shape)
-    if np.issubdtype(dtype, np.complexfloating):
-        a = a + 1j * rng.standard_normal(shape)
-    return a.astype(dtype)
 
 
 def stream_whole(stream, x, cuts):

@@ -24,6 +24,14 @@ def random_array(rng, shape, dtype=np.float32):
     return a.astype(dtype)
 
 
+def make_case(rng, n, c_in_g, c_out_g, k, length, groups, dtype=np.float32, bias=True):
+    """(x, w, b) of a call with ``groups`` groups of c_in_g -> c_out_g channels."""
+    x = random_array(rng, (n, c_in_g * groups, length), dtype)
+    w = random_array(rng, (c_in_g * groups, c_out_g, k), dtype)
+    b = random_array(rng, (c_out_g * groups,), dtype) if bias else None
+    return x, w, b
+
+
 def assert_close(actual, expected, dtype=None):
     """|actual - expected| <= rtol * max(1, max|expected|) elementwise, shapes equal."""
     actual = np.asarray(actual)

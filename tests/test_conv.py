@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convt_blas
-from conftest import RTOL, assert_close, random_array
+from conftest import RTOL, assert_close, make_case, random_array
 from reference import conv_transpose1d_reference
 
 try:
@@ -23,13 +23,6 @@ except ImportError:  # the torch cross-checks skip
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
-
-
-def make_case(rng, n, c_in_g, c_out_g, k, length, groups, dtype=np.float32, bias=True):
-    x = random_array(rng, (n, c_in_g * groups, length), dtype)
-    w = random_array(rng, (c_in_g * groups, c_out_g, k), dtype)
-    b = random_array(rng, (c_out_g * groups,), dtype) if bias else None
-    return x, w, b
 
 
 def test_seed_example():

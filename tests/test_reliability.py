@@ -14,7 +14,7 @@ import pytest
 import convt_blas
 from convt_blas import _threads
 from convt_blas._functional import check_arguments
-from conftest import assert_close, random_array
+from conftest import assert_close, make_case
 from reference import conv_transpose1d_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,11 +33,9 @@ needs_fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_meth
 
 
 def random_case(rng, n, c_in, c_out_g, k, length, groups=1, dtype=np.float32, bias=True):
-    """(x, w, b) for a call with these sizes (c_in divisible by groups)."""
-    x = random_array(rng, (n, c_in, length), dtype)
-    w = random_array(rng, (c_in, c_out_g, k), dtype)
-    b = random_array(rng, (c_out_g * groups,), dtype) if bias else None
-    return x, w, b
+    """conftest.make_case with the total input channels (divisible by groups)."""
+    assert c_in % groups == 0, (c_in, groups)
+    return make_case(rng, n, c_in // groups, c_out_g, k, length, groups, dtype, bias)
 
 
 @pytest.fixture

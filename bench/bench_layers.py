@@ -4,8 +4,9 @@ For every layer of ``convt_blas._models.benchmark_layers()`` and each thread
 count, both libraries run in this process, interleaved, and the median of
 repeated calls is kept; with ``--rounds R`` the whole list is timed R times
 and each figure is the median of the rounds. Reported per layer: time,
-GFLOP/s, percent of the sgemm rate measured in the same run, speed-up over
-torch, the first call's time (median of 3 calls, each with no cached
+GFLOP/s, percent of the sgemm rate measured in the same run, percent of the
+rate of one sgemm over the layer's whole product (timed after the two, the
+ceiling for any cut of the GEMM), speed-up over torch, the first call's time (median of 3 calls, each with no cached
 workspace) and the peak extra memory of a call. Writes a Markdown table and a
 PNG chart to bench/results/.
 
@@ -38,6 +39,20 @@ def sgemm_rate(threads, size=2048):
         seconds = _timing.time_interleaved([lambda: sgemm(1.0, a, a)], min_seconds=1.0,
                                            max_repeats=20)[0]
     return 2 * size ** 3 / seconds / 1e9
+
+
+def product_gemm(layer, x, w):
+    """One sgemm over an ungrouped layer's whole product, (C_out*K x C_in) by
+    (C_in x N*L_in), into a preallocated result: the rate the GEMM step reaches
+    with no cut, no col2im and no allocation. None for grouped layers."""
+    from scipy.linalg.blas import sgemm
+
+    if layer.groups != 1:
+        return None
+    weight_t = w.reshape(layer.in_channels, -1).T  # Fortran-ordered (C_out*K, C_in)
+    inputs_t = np.asfortranarray(x.transpose(0, 2, 1).reshape(-1, layer.in_channels))
+    columns = np.empty((weight_t.shape[0], inputs_t.shape[0]), np.float32, order="F")
+    return lambda: sgemm(1.0, weight_t, inputs_t, c=columns, trans_b=1, overwrite_c=1)
 
 
 def layer_arrays(layer, rng):
@@ -78,6 +93,7 @@ def peak_extra_bytes(call, out_bytes):
 def run(threads_list, seconds, only, rounds):
     import torch
     import torch.nn.functional as F
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
     layers = [layer for layer in _models.benchmark_layers()
@@ -86,12 +102,13 @@ def run(threads_list, seconds, only, rounds):
     cases = []
     for layer in layers:
         x, w, b = layer_arrays(layer, rng)
-        cases.append((layer, (x, w, b), tuple(torch.from_numpy(a) for a in (x, w, b))))
+        cases.append((layer, (x, w, b), tuple(torch.from_numpy(a) for a in (x, w, b)),
+                      product_gemm(layer, x, w)))
     # Rounds over the whole list, so that a burst of load on this shared
     # machine hits one sample of each layer, not all samples of one layer.
     samples = {}
     for round_ in range(rounds):
-        for i, (layer, (x, w, b), (tx, tw, tb)) in enumerate(cases, 1):
+        for i, (layer, (x, w, b), (tx, tw, tb), gemm) in enumerate(cases, 1):
             args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
             for threads in threads_list:
                 print(f"[round {round_ + 1}/{rounds}, {i}/{len(cases)}] {layer.label}, "
@@ -106,11 +123,18 @@ def run(threads_list, seconds, only, rounds):
                     with torch.no_grad():
                         return F.conv_transpose1d(tx, tw, tb, *args)
 
-                sample = samples.setdefault((i, threads), dict(ours=[], torch=[], first=[]))
+                sample = samples.setdefault((i, threads),
+                                            dict(ours=[], torch=[], first=[], gemm=[]))
                 sample["first"].append(cold_call_seconds(ours))
                 t_ours, t_torch = _timing.time_interleaved([ours, theirs], seconds)
                 sample["ours"].append(t_ours)
                 sample["torch"].append(t_torch)
+                if gemm:
+                    # Timed apart: OpenBLAS's threads spin after a threaded
+                    # GEMM and would take a core from the calls timed beside it.
+                    with threadpool_limits(threads, user_api="blas"):
+                        sample["gemm"].append(_timing.time_interleaved([gemm], seconds)[0])
+                    time.sleep(0.2)  # until they sleep
                 if round_ == 0:
                     out_bytes = layer.batch * layer.out_channels * 4 * convt_blas.output_length(
                         layer.length, layer.kernel_size, layer.stride, layer.padding,
@@ -118,14 +142,17 @@ def run(threads_list, seconds, only, rounds):
                     sample["extra"] = peak_extra_bytes(ours, out_bytes)
     convt_blas.set_num_threads(None)
     rows = []
-    for i, (layer, _, _) in enumerate(cases, 1):
+    for i, (layer, _, _, _) in enumerate(cases, 1):
         for threads in threads_list:
             sample = samples[(i, threads)]
             t_ours, t_torch = np.median(sample["ours"]), np.median(sample["torch"])
             gflops = layer.flops / t_ours / 1e9
             rows.append(dict(layer=layer.label, threads=threads, flops=layer.flops,
                              ms=t_ours * 1e3, gflops=gflops,
-                             peak_pct=100 * gflops / peaks[threads], torch_ms=t_torch * 1e3,
+                             peak_pct=100 * gflops / peaks[threads],
+                             gemm_pct=(100 * float(np.median(sample["gemm"])) / t_ours
+                                       if sample["gemm"] else None),
+                             torch_ms=t_torch * 1e3,
                              speedup=float(np.median(np.divide(sample["torch"], sample["ours"]))),
                              first_ms=np.median(sample["first"]) * 1e3,
                              extra_mib=sample["extra"] / 2 ** 20))
@@ -139,23 +166,27 @@ def markdown(rows, peaks, threads_list):
         "sgemm rate (2048^3, same run): " + ", ".join(
             f"{peaks[t]:.0f} GFLOP/s at {t} thread(s)" for t in threads_list),
         "",
-        "| layer | threads | ms | GFLOP/s | % sgemm | torch ms | speed-up | first call ms "
-        "| extra MiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| layer | threads | ms | GFLOP/s | % sgemm | % product sgemm | torch ms | speed-up "
+        "| first call ms | extra MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
+        gemm = "-" if r["gemm_pct"] is None else f"{r['gemm_pct']:.0f}%"
         lines.append(f"| {r['layer']} | {r['threads']} | {r['ms']:.3f} | {r['gflops']:.1f} "
-                     f"| {r['peak_pct']:.0f}% | {r['torch_ms']:.3f} | {r['speedup']:.2f}x "
+                     f"| {r['peak_pct']:.0f}% | {gemm} | {r['torch_ms']:.3f} | {r['speedup']:.2f}x "
                      f"| {r['first_ms']:.3f} | {r['extra_mib']:.2f} |")
     lines.append("")
     for t in threads_list:
         sp = [r["speedup"] for r in rows if r["threads"] == t]
         big = [r["peak_pct"] for r in rows if r["threads"] == t and r["flops"] >= 1e9]
+        own = [r["gemm_pct"] for r in rows
+               if r["threads"] == t and r["flops"] >= 1e9 and r["gemm_pct"] is not None]
         first = [r["first_ms"] / r["ms"] for r in rows if r["threads"] == t]
         lines.append(
             f"- {t} thread(s): geometric-mean speed-up {np.exp(np.mean(np.log(sp))):.2f}x, "
             f"slowest layer {min(sp):.2f}x; layers >= 1 GFLOP at "
-            f"{min(big):.0f}-{max(big):.0f}% of sgemm; first call / steady state "
+            f"{min(big):.0f}-{max(big):.0f}% of sgemm ({min(own):.0f}-{max(own):.0f}% of one "
+            f"sgemm over their own product); first call / steady state "
             f"at most {max(first):.2f}x" if big else
             f"- {t} thread(s): geometric-mean speed-up {np.exp(np.mean(np.log(sp))):.2f}x")
     return "\n".join(lines) + "\n"

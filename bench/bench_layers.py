@@ -5,9 +5,10 @@ count, both libraries run in this process, interleaved, and the median of
 repeated calls is kept; with ``--rounds R`` the whole list is timed R times
 and each figure is the median of the rounds. Reported per layer: time,
 GFLOP/s, percent of the sgemm rate measured in the same run, percent of the
-rate of one sgemm over the layer's whole product (timed after the two, the
-ceiling for any cut of the GEMM), speed-up over torch, the first call's time (median of 3 calls, each with no cached
-workspace) and the peak extra memory of a call. Writes a Markdown table and a
+rate of one sgemm over the layer's whole product (timed in a pass of its own
+after the others: the ceiling for any cut of the GEMM), speed-up over torch,
+the first call's time (median of 3 calls, each with no cached workspace) and
+the peak extra memory of a call. Writes a Markdown table and a
 PNG chart to bench/results/.
 
 Run with the OpenBLAS pinning variables unset in this command only:
@@ -129,17 +130,20 @@ def run(threads_list, seconds, only, rounds):
                 t_ours, t_torch = _timing.time_interleaved([ours, theirs], seconds)
                 sample["ours"].append(t_ours)
                 sample["torch"].append(t_torch)
-                if gemm:
-                    # Timed apart: OpenBLAS's threads spin after a threaded
-                    # GEMM and would take a core from the calls timed beside it.
-                    with threadpool_limits(threads, user_api="blas"):
-                        sample["gemm"].append(_timing.time_interleaved([gemm], seconds)[0])
-                    time.sleep(0.2)  # until they sleep
                 if round_ == 0:
                     out_bytes = layer.batch * layer.out_channels * 4 * convt_blas.output_length(
                         layer.length, layer.kernel_size, layer.stride, layer.padding,
                         layer.output_padding)
                     sample["extra"] = peak_extra_bytes(ours, out_bytes)
+    # The products' sgemm in a pass of its own: OpenBLAS's threads spin for a
+    # while after a threaded GEMM and would take a core from calls timed after it.
+    for i, (layer, _, _, gemm) in enumerate(cases, 1):
+        for threads in threads_list:
+            if gemm:
+                print(f"[product sgemm {i}/{len(cases)}] {layer.label}, {threads} thread(s)",
+                      file=sys.stderr, flush=True)
+                with threadpool_limits(threads, user_api="blas"):
+                    samples[(i, threads)]["gemm"] = _timing.time_interleaved([gemm], seconds)
     convt_blas.set_num_threads(None)
     rows = []
     for i, (layer, _, _, _) in enumerate(cases, 1):

@@ -10,8 +10,10 @@ ConvTranspose1d(512 -> 256, K=16, stride 8, padding 4), batch 1, float32, fed
 
 Each push is measured on its own (after warm-up, the two taking turns chunk
 by chunk); the table shows the median over all timed pushes. Prints a Markdown table.
+``--gap-ms G`` sleeps G ms before every push, as a real-time stream waits for
+its next chunk: the push then also pays for waking threads that went idle.
 
-    python bench/bench_stream.py [--repeats 200] [--threads N]
+    python bench/bench_stream.py [--repeats 200] [--threads N] [--gap-ms G]
 """
 import argparse
 import os
@@ -73,15 +75,18 @@ def check_both(weight, bias, frames):
         assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4 * scale
 
 
-def time_pushes(streams, chunks, warmup):
+def time_pushes(streams, chunks, warmup, gap=0.0):
     """Seconds per push for each stream, each push measured on its own.
 
     The streams take turns chunk by chunk, so both see the same machine load;
-    the first ``warmup`` pushes are not timed.
+    the first ``warmup`` pushes are not timed. ``gap``: seconds of sleep
+    before each push.
     """
     times = [[] for _ in streams]
     for i, chunk_set in enumerate(chunks):
         for (push, chunk), record in zip(zip(streams, chunk_set), times):
+            if gap:
+                time.sleep(gap)
             start = time.perf_counter()
             push(chunk)
             elapsed = time.perf_counter() - start
@@ -96,6 +101,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both libraries (default: each library's default)")
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="sleep before each push, as between chunks of a real-time stream")
+    parser.add_argument("--max-frames", type=int, default=10, help="chunks of 1..F frames")
     args = parser.parse_args()
     if args.threads:
         convt_blas.set_num_threads(args.threads)
@@ -109,12 +117,13 @@ def main():
     print(f"HiFi-GAN first layer: ConvTranspose1d({C_IN}, {C_OUT}, {K}, stride={STRIDE}, "
           f"padding={PADDING}), batch 1, float32; {platform.processor() or platform.machine()}, "
           f"convt_blas {convt_blas.get_num_threads()} threads, torch {torch.__version__} "
-          f"{torch.get_num_threads()} threads; median of {args.repeats} pushes\n")
+          f"{torch.get_num_threads()} threads; median of {args.repeats} pushes"
+          + (f", each after {args.gap_ms:g} ms of sleep" if args.gap_ms else "") + "\n")
     print("| frames/chunk | samples out | convt_blas stream (µs) | torch + overlap-add (µs) "
           "| torch / convt_blas |")
     print("|---:|---:|---:|---:|---:|")
     n = args.warmup + args.repeats
-    for frames in range(1, 11):
+    for frames in range(1, args.max_frames + 1):
         check_both(weight, bias, frames)
         chunks = [rng.standard_normal((1, C_IN, frames)).astype(np.float32) for _ in range(n)]
         ours = ConvTranspose1dStream(weight, bias, stride=STRIDE, padding=PADDING)
@@ -122,7 +131,7 @@ def main():
         with torch.inference_mode():
             ours_t, theirs_t = time_pushes((ours.push, theirs.push),
                                            [(c, torch.from_numpy(c)) for c in chunks],
-                                           args.warmup)
+                                           args.warmup, args.gap_ms / 1e3)
         ours_s, theirs_s = np.median(ours_t), np.median(theirs_t)
         print(f"| {frames} | {frames * STRIDE} | {ours_s * 1e6:.1f} | {theirs_s * 1e6:.1f} "
               f"| {theirs_s / ours_s:.2f} |")

@@ -91,7 +91,7 @@ def peak_extra_bytes(call, out_bytes):
     return max(0, peak - out_bytes)
 
 
-def run(threads_list, seconds, only, rounds):
+def run(threads_list, seconds, only, rounds, bias=True):
     import torch
     import torch.nn.functional as F
     from threadpoolctl import threadpool_limits
@@ -103,7 +103,9 @@ def run(threads_list, seconds, only, rounds):
     cases = []
     for layer in layers:
         x, w, b = layer_arrays(layer, rng)
-        cases.append((layer, (x, w, b), tuple(torch.from_numpy(a) for a in (x, w, b)),
+        b = b if bias else None
+        cases.append((layer, (x, w, b),
+                      tuple(None if a is None else torch.from_numpy(a) for a in (x, w, b)),
                       product_gemm(layer, x, w)))
     # Rounds over the whole list, so that a burst of load on this shared
     # machine hits one sample of each layer, not all samples of one layer.
@@ -163,9 +165,10 @@ def run(threads_list, seconds, only, rounds):
     return rows, peaks
 
 
-def markdown(rows, peaks, threads_list):
+def markdown(rows, peaks, threads_list, bias=True):
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}",
+        "Layers " + ("with" if bias else "without") + " bias, float32",
         f"BLAS: {_timing.describe_blas()}; {_timing.openblas_env_note()}",
         "sgemm rate (2048^3, same run): " + ", ".join(
             f"{peaks[t]:.0f} GFLOP/s at {t} thread(s)" for t in threads_list),
@@ -226,15 +229,18 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="substrings of layer labels to run")
     parser.add_argument("--rounds", type=int, default=1,
                         help="passes over all layers; per layer the median of the rounds")
+    parser.add_argument("--no-bias", action="store_true",
+                        help="layers without bias (torch takes other paths for some of them)")
     args = parser.parse_args(argv)
-    rows, peaks = run(args.threads, args.seconds, args.only, args.rounds)
-    text = markdown(rows, peaks, args.threads)
+    rows, peaks = run(args.threads, args.seconds, args.only, args.rounds, not args.no_bias)
+    text = markdown(rows, peaks, args.threads, not args.no_bias)
     print(text)
+    suffix = "_nobias" if args.no_bias else ""
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "layers.md"), "w") as f:
+    with open(os.path.join(RESULTS, f"layers{suffix}.md"), "w") as f:
         f.write(text)
-    chart(rows, args.threads, os.path.join(RESULTS, "speedup.png"))
-    print(f"wrote {RESULTS}/layers.md and speedup.png")
+    chart(rows, args.threads, os.path.join(RESULTS, f"speedup{suffix}.png"))
+    print(f"wrote {RESULTS}/layers{suffix}.md and speedup{suffix}.png")
 
 
 if __name__ == "__main__":

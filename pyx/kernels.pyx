@@ -202,7 +202,8 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     column_target = <int64_t>(WORKSPACE_TARGET * min(2.0, max(1.0, c_in_g / DEEP_INPUT_CHANNELS)))
     best_cost = -1.0
     for blocks in range(1, _min(c_out_g, MAX_CHANNEL_BLOCKS) + 1):
-        rows = _ceil_div(c_out_g, blocks) * K
+        block_channels = _ceil_div(c_out_g, blocks)  # whole channels per block
+        rows = block_channels * K
         columns = _min(p.in_length, _max(1, column_target / rows - halo - 1))
         fewest_tiles = _max(_ceil_div(p.in_length, columns), _ceil_div(min_units, blocks))
         # The fewest tiles that fit the workspace, or a few more to share
@@ -215,7 +216,6 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
             if rows < MIN_GEMM_SIDE or (columns < MIN_GEMM_SIDE and columns < p.in_length):
                 cost *= 1.5  # small GEMMs run far from BLAS's peak
             # Blocks and tiles as they come out once rounded (whole channels, whole strides).
-            block_channels = _ceil_div(c_out_g, blocks)
             tile = _tile_length(p, plan.out_length, tiles)
             units = (<double>p.groups * _ceil_div(c_out_g, block_channels)
                      * _ceil_div(plan.out_length, tile))
@@ -643,7 +643,8 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop
     cdef int64_t l_lo, l_hi, n_cols
     cdef scalar_t* columns = worker
-    cdef scalar_t* phase = worker + plan.column_elements + plan.copy_elements
+    cdef scalar_t* copy = worker + plan.column_elements  # input copy, or _gemm's vector
+    cdef scalar_t* phase = copy + plan.copy_elements
     cdef const scalar_t* x_group
     cdef const scalar_t* w_block
     cdef const scalar_t* bias_block
@@ -678,20 +679,19 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
     if plan.samples_per_unit > 1:
         _run_merged(p, plan, n * plan.samples_per_unit, g, co0, n_channels, l_lo, l_hi,
-                    x, sx_n, sx_c, sx_l, w_block, bias_block, out, columns,
-                    columns + plan.column_elements)
+                    x, sx_n, sx_c, sx_l, w_block, bias_block, out, columns, copy)
         return
     out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
     x_group = x + n * sx_n + g * plan.c_in_g * sx_c
     if n_cols > 0 and plan.position_major:
         _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                             n_channels, n_cols, columns, columns + plan.column_elements)
+                             n_channels, n_cols, columns, copy)
         _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
                       out_block)
         return
     if n_cols > 0:
         _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                            n_channels, n_cols, columns, columns + plan.column_elements)
+                            n_channels, n_cols, columns, copy)
     _gather_phases(p, plan, bias_block, 1, n_channels, start, stop, l_lo, l_hi, columns,
                    x_group, sx_c, sx_l, w_block, phase, out_block)
 
@@ -890,4 +890,3 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
         else:
             status = CONVT_BLAS_ERR_BAD_SHAPE
     raise_for_status(status)
-

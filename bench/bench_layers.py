@@ -105,13 +105,12 @@ def run(threads_list, seconds, only, rounds, bias=True):
         x, w, b = layer_arrays(layer, rng)
         b = b if bias else None
         cases.append((layer, (x, w, b),
-                      tuple(None if a is None else torch.from_numpy(a) for a in (x, w, b)),
-                      product_gemm(layer, x, w)))
+                      tuple(None if a is None else torch.from_numpy(a) for a in (x, w, b))))
     # Rounds over the whole list, so that a burst of load on this shared
     # machine hits one sample of each layer, not all samples of one layer.
     samples = {}
     for round_ in range(rounds):
-        for i, (layer, (x, w, b), (tx, tw, tb), gemm) in enumerate(cases, 1):
+        for i, (layer, (x, w, b), (tx, tw, tb)) in enumerate(cases, 1):
             args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
             for threads in threads_list:
                 print(f"[round {round_ + 1}/{rounds}, {i}/{len(cases)}] {layer.label}, "
@@ -138,8 +137,10 @@ def run(threads_list, seconds, only, rounds, bias=True):
                         layer.output_padding)
                     sample["extra"] = peak_extra_bytes(ours, out_bytes)
     # The products' sgemm in a pass of its own: OpenBLAS's threads spin for a
-    # while after a threaded GEMM and would take a core from calls timed after it.
-    for i, (layer, _, _, gemm) in enumerate(cases, 1):
+    # while after a threaded GEMM and would take a core from calls timed after it
+    # (and each product's arrays, up to ~100 MB, live only during its own timing).
+    for i, (layer, (x, w, _), _) in enumerate(cases, 1):
+        gemm = product_gemm(layer, x, w)
         for threads in threads_list:
             if gemm:
                 print(f"[product sgemm {i}/{len(cases)}] {layer.label}, {threads} thread(s)",
@@ -148,7 +149,7 @@ def run(threads_list, seconds, only, rounds, bias=True):
                     samples[(i, threads)]["gemm"] = _timing.time_interleaved([gemm], seconds)
     convt_blas.set_num_threads(None)
     rows = []
-    for i, (layer, _, _, _) in enumerate(cases, 1):
+    for i, (layer, _, _) in enumerate(cases, 1):
         for threads in threads_list:
             sample = samples[(i, threads)]
             t_ours, t_torch = np.median(sample["ours"]), np.median(sample["torch"])

@@ -8,7 +8,7 @@
 """
 import os
 
-from ._functional import conv_transpose1d, output_length
+from ._functional import conv_transpose1d, get_winograd, output_length, set_winograd
 from ._capi import _C_API  # the C API's function table, see convt_blas.h
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .nn import ConvTranspose1d
@@ -23,6 +23,8 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "openmp_enabled",
+    "get_winograd",
+    "set_winograd",
     "get_include",
 ]
 

@@ -101,6 +101,28 @@ def _workspace(dtype, size):
     return buf
 
 
+def set_winograd(enabled):
+    """Allow (the default) or forbid Winograd's F(2,2) on layers that qualify.
+
+    Layers with ``kernel_size == 2*stride``, no dilation, an input of at least
+    512 positions and at least 128 input channels and ``C_out/groups * stride``
+    per group run three GEMMs for every two output strides instead of four:
+    a quarter fewer multiply-adds, with a rounding error within about twice
+    that of the plain GEMM path (see the README). ``set_winograd(False)``
+    gives every layer the plain GEMM + col2im path and its rounding.
+    Process-wide; it also applies to calls through the C API (size
+    workspaces after changing it).
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_winograd() takes True or False, not {type(enabled).__name__}")
+    kernels.set_winograd(enabled)
+
+
+def get_winograd():
+    """Whether layers that qualify may run Winograd's F(2,2) (see :func:`set_winograd`)."""
+    return kernels.winograd_enabled()
+
+
 def output_length(length, kernel_size, stride=1, padding=0, output_padding=0, dilation=1):
     """L_out = (L_in - 1)*stride - 2*padding + dilation*(K - 1) + output_padding + 1."""
     return (length - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1

@@ -71,20 +71,16 @@ cdef double SMALL_GEMM_WORK = 1e6
 cdef bint BLAS_SMALL_MATRIX_KERNELS = False
 # Layers with K == 2*stride (no dilation) run Winograd's F(2,2) (see
 # _run_winograd_unit: three GEMMs for every two output strides instead of
-# four) when the input is at least WINOGRAD_MIN_LENGTH long (shorter ones
-# cannot repay transforming the weight) and both GEMM sides, C_in/g and
-# C_out/g * stride, are at least WINOGRAD_MIN_SIDE (narrower GEMMs save less
-# than transforming inputs and outputs costs). Measured on the benchmark's
-# layers; settable from Python (convt_blas.set_winograd).
-cdef int64_t WINOGRAD_MIN_LENGTH = 256
+# four) when the input is at least WINOGRAD_MIN_LENGTH long and both GEMM
+# sides, C_in/g and C_out/g * stride, are at least WINOGRAD_MIN_SIDE.
+# Measured on the benchmark's layers: transforming the weight costs about
+# as much per call as a few hundred input positions save (L_in 250 with a
+# 64 MiB weight: 9% slower, 100 with 8 MiB: 5% slower), and GEMMs with 64
+# input channels save less than transforming inputs and outputs costs.
+# Settable from Python (convt_blas.set_winograd).
+cdef int64_t WINOGRAD_MIN_LENGTH = 512
 cdef int64_t WINOGRAD_MIN_SIDE = 128
 cdef bint WINOGRAD_ENABLED = True
-cdef int64_t WINOGRAD_BLOCK_SCALE = 2
-
-
-def _set_block_scale(int v):
-    global WINOGRAD_BLOCK_SCALE
-    WINOGRAD_BLOCK_SCALE = v
 
 
 cdef struct Plan:
@@ -335,7 +331,7 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     cdef double weight_work, input_work
     plan.pair_first = u_first / 2
     plan.pair_count = _ceil_div(u_end, 2) - plan.pair_first
-    plan.block_channels = _min(plan.c_out_g, WINOGRAD_BLOCK_SCALE * plan.block_channels)
+    plan.block_channels = _min(plan.c_out_g, 2 * plan.block_channels)
     plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)
     plan.block_channels = _ceil_div(plan.c_out_g, plan.n_blocks)
     plan.tile_pairs = _ceil_div(plan.pair_count, _min(plan.n_tiles, plan.pair_count))

@@ -1,0 +1,147 @@
+"""Winograd's F(2,2) path (layers with K == 2*stride): when it is taken, and that it is right."""
+import numpy as np
+import pytest
+
+import convt_blas
+from convt_blas import kernels
+from conftest import assert_close, make_case
+from reference import conv_transpose1d_reference
+
+
+def plan(n, c_in, length, c_out, k, stride, padding=0, output_padding=0, dilation=1, groups=1):
+    return kernels.plan_info((n, c_in, length, c_out, k, stride, padding, output_padding,
+                              dilation, groups))
+
+
+@pytest.fixture
+def gemm_only():
+    convt_blas.set_winograd(False)
+    try:
+        yield
+    finally:
+        convt_blas.set_winograd(True)
+
+
+def test_rule():
+    assert convt_blas.get_winograd()
+    assert plan(1, 256, 800, 128, 16, 8, 4)["winograd"]
+    assert plan(1, 128, 512, 64, 4, 2, 1)["winograd"]  # both sides exactly 128
+    assert not plan(1, 256, 511, 128, 16, 8, 4)["winograd"]  # input too short
+    assert not plan(1, 64, 12800, 32, 4, 2, 1)["winograd"]  # 64 input channels
+    assert not plan(1, 128, 6400, 32, 4, 2, 1)["winograd"]  # C_out * stride = 64
+    assert not plan(1, 256, 800, 128, 15, 8, 4)["winograd"]  # K != 2*stride
+    assert not plan(1, 256, 800, 128, 16, 8, 4, dilation=2)["winograd"]
+    assert not plan(1, 512, 800, 512, 6, 3, groups=512)["winograd"]  # depthwise: direct taps
+    assert plan(1, 512, 800, 256, 16, 8, groups=2)["winograd"]  # 256 in, 128*8 out per group
+
+
+def test_rule_does_not_depend_on_batch_or_threads():
+    single = plan(1, 256, 800, 128, 16, 8, 4)
+    many = plan(16, 256, 800, 128, 16, 8, 4)
+    for key in ("winograd", "block_channels", "tile_pairs", "pair_first", "pair_count"):
+        assert single[key] == many[key]
+
+
+def test_set_winograd(gemm_only):
+    assert not convt_blas.get_winograd()
+    assert not plan(1, 256, 800, 128, 16, 8, 4)["winograd"]
+    with pytest.raises(TypeError):
+        convt_blas.set_winograd(1)
+
+
+# (n, C_in/g, C_out/g, stride, L_in, padding, output_padding, groups): paddings below,
+# at and beyond a stride, output padding past the padding (a trailing stride of bias
+# only), odd and even lengths, merged batch elements, several tiles and channel blocks.
+CASES = [
+    (1, 128, 64, 2, 512, 1, 0, 1),
+    (2, 128, 40, 4, 601, 0, 3, 1),
+    (3, 130, 33, 5, 700, 7, 2, 1),
+    (2, 160, 48, 8, 513, 4, 0, 2),
+    (4, 128, 256, 1, 517, 0, 0, 1),
+    (1, 144, 64, 3, 3000, 8, 1, 1),
+    (5, 200, 96, 4, 530, 2, 1, 1),
+    (7, 256, 128, 8, 512, 4, 0, 1),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_reference_and_gemm_path(rng, case):
+    n, c_in_g, c_out_g, s, length, p, op, groups = case
+    info = plan(n, c_in_g * groups, length, c_out_g * groups, 2 * s, s, p, op, 1, groups)
+    assert info["winograd"]
+    x, w, b = make_case(rng, n, c_in_g, c_out_g, 2 * s, length, groups)
+    args = (s, p, op, groups)
+    y = convt_blas.conv_transpose1d(x, w, b, *args)
+    assert_close(y, conv_transpose1d_reference(x, w, b, *args))
+    convt_blas.set_winograd(False)
+    try:
+        y_gemm = convt_blas.conv_transpose1d(x, w, b, *args)
+    finally:
+        convt_blas.set_winograd(True)
+    assert not np.array_equal(y, y_gemm)  # really another path
+    assert_close(y, y_gemm)
+
+
+def test_both_unit_orders_and_merged_samples_are_covered():
+    infos = [plan(c[0], c[1] * c[7], c[4], c[2] * c[7], 2 * c[3], c[3], c[5], c[6], 1, c[7])
+             for c in CASES]
+    assert {i["tile_major"] for i in infos} == {0, 1}
+    assert any(i["samples_per_unit"] > 1 for i in infos)
+    assert any(i["n_tiles"] > 1 for i in infos) and any(i["n_blocks"] > 1 for i in infos)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64, np.complex128, np.float16])
+def test_dtypes(rng, dtype):
+    x, w, b = make_case(rng, 2, 128, 64, 4, 520, 1, dtype)
+    y = convt_blas.conv_transpose1d(x, w, b, stride=2, padding=1)
+    assert y.dtype == dtype
+    assert_close(y, conv_transpose1d_reference(x, w, b, 2, 1), dtype)
+
+
+def test_channels_last_unbatched_and_no_bias(rng):
+    x, w, _ = make_case(rng, 2, 128, 64, 8, 600, 1, bias=False)
+    expected = conv_transpose1d_reference(x, w, None, 4, 2)
+    channels_last = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    y = convt_blas.conv_transpose1d(channels_last, w, None, stride=4, padding=2)
+    assert_close(y, expected)
+    np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, stride=4, padding=2))
+    assert_close(convt_blas.conv_transpose1d(x[1], w, stride=4, padding=2), expected[1])
+
+
+def test_bitwise_across_threads_and_batch_splits(rng):
+    x, w, b = make_case(rng, 6, 160, 64, 8, 700, 1)
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            convt_blas.set_num_threads(threads)
+            runs.append(convt_blas.conv_transpose1d(x, w, b, stride=4, padding=2))
+    finally:
+        convt_blas.set_num_threads(None)
+    for y in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0])
+    parts = [convt_blas.conv_transpose1d(x[i:j], w, b, stride=4, padding=2)
+             for i, j in ((0, 1), (1, 4), (4, 6))]
+    np.testing.assert_array_equal(np.concatenate(parts), runs[0])
+
+
+def test_rounding_error_close_to_gemm_path(rng, gemm_only):
+    # F(2,2) adds and subtracts inputs and taps before the GEMMs; its error
+    # against a float64 result stays within a small factor of the GEMM path's.
+    x, w, b = make_case(rng, 2, 256, 128, 16, 800, 1)
+    expected = conv_transpose1d_reference(x.astype(np.float64), w.astype(np.float64),
+                                          b.astype(np.float64), 8, 4)
+    gemm_error = np.abs(convt_blas.conv_transpose1d(x, w, b, 8, 4) - expected).max()
+    convt_blas.set_winograd(True)
+    winograd_error = np.abs(convt_blas.conv_transpose1d(x, w, b, 8, 4) - expected).max()
+    assert winograd_error <= 3 * gemm_error
+
+
+def test_c_api_workspace_follows_the_rule():
+    shape = (1, 256, 800, 128, 16, 8, 4, 0, 1, 1)
+    _, with_winograd = kernels.plan_sizes(shape)
+    convt_blas.set_winograd(False)
+    try:
+        _, without = kernels.plan_sizes(shape)
+    finally:
+        convt_blas.set_winograd(True)
+    assert with_winograd == plan(*shape)["worker_elements"] and with_winograd != without

@@ -15,6 +15,10 @@ run in an OpenMP ``prange`` with no locks. The cut never depends on the
 thread count, and an element computed with others gets the bits it would
 get alone, so results are bitwise identical for any number of threads and
 any split of the batch.
+
+Layers with K == 2*stride may instead run Winograd's F(2,2): three GEMMs
+for every two output strides instead of four (_run_winograd_unit; the
+rule is in _make_plan), cut into units the same way.
 """
 
 cimport cython

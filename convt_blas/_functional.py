@@ -111,7 +111,8 @@ def set_winograd(enabled):
     that of the plain GEMM path (see the README). ``set_winograd(False)``
     gives every layer the plain GEMM + col2im path and its rounding.
     Process-wide; it also applies to calls through the C API (size
-    workspaces after changing it).
+    workspaces after changing it). Set it before calls start: a call that
+    plans while another thread changes it fails with a workspace error.
     """
     if not isinstance(enabled, bool):
         raise TypeError(f"set_winograd() takes True or False, not {type(enabled).__name__}")

@@ -145,3 +145,19 @@ def test_c_api_workspace_follows_the_rule():
     finally:
         convt_blas.set_winograd(True)
     assert with_winograd == plan(*shape)["worker_elements"] and with_winograd != without
+
+
+def test_workspace_sized_for_the_other_setting_is_refused():
+    # A workspace sized before set_winograd changed is checked, not overrun.
+    shape = (1, 256, 800, 128, 16, 8, 4, 0, 1, 1)
+    convt_blas.set_winograd(False)
+    try:
+        _, gemm_elements = kernels.plan_sizes(shape)
+    finally:
+        convt_blas.set_winograd(True)
+    x = np.zeros((1, 256, 800), np.float32)
+    w = np.zeros((256, 128, 16), np.float32)
+    out = np.empty((1, 128, plan(*shape)["out_length"]), np.float32)
+    with pytest.raises(ValueError, match="workspace too small"):
+        kernels.run(shape, x, (256 * 800, 800, 1), w, None, out,
+                    np.empty(gemm_elements, np.float32), 1)

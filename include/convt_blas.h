@@ -135,7 +135,10 @@ typedef struct convt_blas_api {
     unsigned int api_version;
     /* Output length, or -1 for a NULL or invalid p. */
     int64_t (*output_length)(const convt_blas_params *p);
-    /* Workspace elements a call with n_threads needs; -1 for a NULL or invalid p. */
+    /* Workspace elements a call with n_threads needs; -1 for a NULL or invalid p.
+     * It follows the process-wide Winograd setting (convt_blas.set_winograd in
+     * Python): a workspace sized before that changes may be refused
+     * (CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL). */
     int64_t (*workspace_length)(const convt_blas_params *p, int n_threads);
     /* Independent work units per batch element (more threads than
      * batch * units_per_sample sit idle); -1 for a NULL or invalid p. */

@@ -16,8 +16,8 @@ thread count, and an element computed with others gets the bits it would
 get alone, so results are bitwise identical for any number of threads and
 any split of the batch.
 
-Layers with K == 2*stride may instead run Winograd's F(2,2): three GEMMs
-for every two output strides instead of four (_run_winograd_unit; the
+Layers with K == 2*stride may instead run Winograd's F(3,2): four GEMMs
+for every three output strides instead of six (_run_winograd_unit; the
 rule is in _make_plan), cut into units the same way.
 """
 
@@ -73,9 +73,9 @@ cdef int GEMV_MAX_ROWS = 2
 # (convt_blas._threads); until then plans assume it has not.
 cdef double SMALL_GEMM_WORK = 1e6
 cdef bint BLAS_SMALL_MATRIX_KERNELS = False
-# Layers with K == 2*stride (no dilation) run Winograd's F(2,2) (see
-# _run_winograd_unit: three GEMMs for every two output strides instead of
-# four) when the input is at least WINOGRAD_MIN_LENGTH long and both GEMM
+# Layers with K == 2*stride (no dilation) run Winograd's F(3,2) (see
+# _run_winograd_unit: four GEMMs for every three output strides instead of
+# six) when the input is at least WINOGRAD_MIN_LENGTH long and both GEMM
 # sides, C_in/g and C_out/g * stride, are at least WINOGRAD_MIN_SIDE.
 # Measured on the benchmark's layers: transforming the weight costs about
 # as much per call as a few hundred input positions save (L_in 250 with a
@@ -105,10 +105,10 @@ cdef struct Plan:
     int64_t column_elements    # one worker's column buffer (0 for direct taps)
     int64_t copy_elements      # one worker's copy of its samples' input (merged), or a vector
     int64_t worker_elements    # workspace per worker: columns, input copy, phase rows
-    bint winograd              # F(2,2) over pairs of input positions; see _run_winograd_unit
-    int64_t pair_first         # winograd: first pair t (outputs 2ts - padding ...)
-    int64_t pair_count         # winograd: pairs of the whole output
-    int64_t tile_pairs         # winograd: pairs per unit (per sample)
+    bint winograd              # F(3,2) over triples of output strides; see _run_winograd_unit
+    int64_t triple_first       # winograd: first triple t (outputs 3ts - padding ...)
+    int64_t triple_count       # winograd: triples of the whole output
+    int64_t tile_triples       # winograd: triples per unit (per sample)
     bint tile_major            # winograd: units in (tile, block) order, else (block, tile)
 
 
@@ -311,7 +311,7 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
         return CONVT_BLAS_ERR_OVERFLOW
     plan.worker_elements = (plan.column_elements + plan.copy_elements
                             + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
-    plan.pair_first = plan.pair_count = plan.tile_pairs = plan.tile_major = 0
+    plan.triple_first = plan.triple_count = plan.tile_triples = plan.tile_major = 0
     plan.winograd = (WINOGRAD_ENABLED and not plan.direct_taps and p.dilation == 1
                      and K == 2 * p.stride and p.in_length >= WINOGRAD_MIN_LENGTH
                      and c_in_g >= WINOGRAD_MIN_SIDE and c_out_g * p.stride >= WINOGRAD_MIN_SIDE)
@@ -321,7 +321,7 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
 
 
 cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
-    """Recut a GEMM plan into whole pairs of output strides (see _run_winograd_unit).
+    """Recut a GEMM plan into whole triples of output strides (see _run_winograd_unit).
 
     Each GEMM has half the rows of a GEMM-path unit's (stride, not K, rows
     per channel), so channel blocks hold twice the channels; tiles are as
@@ -333,23 +333,23 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     cdef int64_t u_first = p.padding / s  # first stride u whose outputs u*s + r - padding reach 0
     cdef int64_t u_end = _ceil_div(plan.out_length + p.padding, s)
     cdef double weight_work, input_work
-    plan.pair_first = u_first / 2
-    plan.pair_count = _ceil_div(u_end, 2) - plan.pair_first
+    plan.triple_first = u_first / 3
+    plan.triple_count = _ceil_div(u_end, 3) - plan.triple_first
     plan.block_channels = _min(plan.c_out_g, 2 * plan.block_channels)
     plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)
     plan.block_channels = _ceil_div(plan.c_out_g, plan.n_blocks)
-    plan.tile_pairs = _ceil_div(plan.pair_count, _min(plan.n_tiles, plan.pair_count))
-    plan.n_tiles = _ceil_div(plan.pair_count, plan.tile_pairs)
+    plan.tile_triples = _ceil_div(plan.triple_count, _min(plan.n_tiles, plan.triple_count))
+    plan.n_tiles = _ceil_div(plan.triple_count, plan.tile_triples)
     rows = plan.block_channels * s
     # Short inputs: several batch elements share each GEMM, as in _make_plan,
     # when one element alone is past BLAS's small-matrix kernels.
     plan.samples_per_unit = 1
     if plan.n_tiles == 1 and p.batch > 1:
         merge = <int64_t>min(<double>p.batch, WORKSPACE_TARGET / (
-            1.5 * plan.pair_count * _max(rows, c_in_g)))
-        if merge > 1 and <double>plan.pair_count * rows * c_in_g > SMALL_GEMM_WORK:
+            4.0 / 3.0 * plan.triple_count * _max(rows, c_in_g)))
+        if merge > 1 and <double>plan.triple_count * rows * c_in_g > SMALL_GEMM_WORK:
             plan.samples_per_unit = _ceil_div(p.batch, _ceil_div(p.batch, merge))
-    columns = plan.samples_per_unit * plan.tile_pairs
+    columns = plan.samples_per_unit * plan.tile_triples
     if (columns > INT_MAX or rows > INT_MAX or _mul_overflows(columns, rows + c_in_g)
             or _mul_overflows(c_in_g, rows) or columns * (rows + c_in_g) > INT64_MAX / 16
             or c_in_g * rows > INT64_MAX / 16):
@@ -364,10 +364,10 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # weight (tile-major order: blocks innermost, each tile's input
     # transformed once) or the input (block-major: tiles innermost).
     weight_work = <double>c_in_g * plan.c_out_g * s * sample_groups * plan.n_tiles
-    input_work = <double>c_in_g * plan.pair_count * p.batch * plan.n_blocks
+    input_work = <double>c_in_g * plan.triple_count * p.batch * plan.n_blocks
     plan.tile_major = weight_work >= input_work
-    # Three transformed weight blocks, three transformed input tiles, three products.
-    plan.worker_elements = 3 * (c_in_g * rows + columns * c_in_g + columns * rows)
+    # Four transformed weight blocks, four transformed input tiles, four products.
+    plan.worker_elements = 4 * (c_in_g * rows + columns * c_in_g + columns * rows)
     plan.column_elements = 0
     plan.copy_elements = 0
     return CONVT_BLAS_OK
@@ -713,129 +713,128 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
 cdef void _winograd_weights(const convt_blas_params* p, const Plan* plan,
                             const scalar_t* w_block, int64_t n_channels,
                             scalar_t* weights) noexcept nogil:
-    """The block's taps as three (C_in/g, n_channels*s) matrices: W1, W0 + W1, W0.
+    """The block's taps as four (C_in/g, n_channels*s) matrices: W1, (W0+W1)/2, (W1-W0)/2, W0.
 
     W0 and W1 are the taps k < s and k >= s: W_j[i, c*s + r] = W_g[i, c, j*s + r].
+    Halving is exact, so it costs no rounding.
     """
     cdef int64_t s = p.stride, K = p.kernel_size, rows = n_channels * s
-    cdef int64_t i, c, r
+    cdef int64_t i, c, r, step = plan.c_in_g * rows
     cdef const scalar_t* src
     cdef scalar_t* late
-    cdef scalar_t* both
-    cdef scalar_t* early
+    cdef scalar_t half = 0.5
     for i in range(plan.c_in_g):
         late = weights + i * rows
-        both = late + plan.c_in_g * rows
-        early = both + plan.c_in_g * rows
         for c in range(n_channels):
             src = w_block + i * plan.c_out_g * K + c * K
             for r in range(s):
                 late[c * s + r] = src[s + r]
-                both[c * s + r] = src[r] + src[s + r]
-                early[c * s + r] = src[r]
+                late[step + c * s + r] = half * (src[r] + src[s + r])
+                late[2 * step + c * s + r] = half * (src[s + r] - src[r])
+                late[3 * step + c * s + r] = src[r]
 
 
-cdef inline void _winograd_pair(const scalar_t* row, int64_t sx_l, int64_t L, int64_t t,
-                               scalar_t* before, scalar_t* centre, scalar_t* after) noexcept nogil:
-    """Pair t at the input's edges: positions outside it are zero."""
+cdef inline void _winograd_triple(const scalar_t* row, int64_t sx_l, int64_t L, int64_t t,
+                                  scalar_t* v, int64_t step) noexcept nogil:
+    """Triple t at the input's edges: positions outside it are zero."""
     cdef scalar_t zero = 0
-    cdef scalar_t prev = row[(2 * t - 1) * sx_l] if 0 <= 2 * t - 1 < L else zero
-    cdef scalar_t mid = row[2 * t * sx_l] if 0 <= 2 * t < L else zero
-    cdef scalar_t nxt = row[(2 * t + 1) * sx_l] if 0 <= 2 * t + 1 < L else zero
-    before[t] = prev - mid
-    centre[t] = mid
-    after[t] = nxt - mid
+    cdef scalar_t d0 = row[(3 * t - 1) * sx_l] if 0 <= 3 * t - 1 < L else zero
+    cdef scalar_t d1 = row[3 * t * sx_l] if 0 <= 3 * t < L else zero
+    cdef scalar_t d2 = row[(3 * t + 1) * sx_l] if 0 <= 3 * t + 1 < L else zero
+    cdef scalar_t d3 = row[(3 * t + 2) * sx_l] if 0 <= 3 * t + 2 < L else zero
+    v[t] = d0 - d2
+    v[step + t] = d1 + d2
+    v[2 * step + t] = d2 - d1
+    v[3 * step + t] = d3 - d1
 
 
 cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
                            int64_t sx_c, int64_t sx_l, int64_t c_in_g, int64_t t0, int64_t t1,
                            int64_t ld, scalar_t* inputs) noexcept nogil:
-    """One sample's pairs t0..t1 as columns 0..t1-t0 of three (C_in/g, ld) matrices.
+    """One sample's triples t0..t1 as columns 0..t1-t0 of four (C_in/g, ld) matrices.
 
-    For pair t: x[2t-1] - x[2t], x[2t], x[2t+1] - x[2t] (zero outside the input).
+    With d_j = x[3t - 1 + j] (zero outside the input), triple t gives
+    d0 - d2, d1 + d2, d2 - d1, d3 - d1.
     """
-    cdef int64_t L = p.in_length, i, t, lo, hi
-    cdef scalar_t mid
+    cdef int64_t L = p.in_length, i, t, lo, hi, step = c_in_g * ld
+    cdef scalar_t d0, d1, d2, d3
     cdef const scalar_t* row
-    cdef scalar_t* before
-    cdef scalar_t* centre
-    cdef scalar_t* after
-    # Pairs lo..hi-1 have all three positions inside the input.
+    cdef scalar_t* v
+    # Triples lo..hi-1 have all four positions inside the input.
     lo = _min(t1, _max(t0, 1))
-    hi = _max(lo, _min(t1, L / 2))
+    hi = _max(lo, _min(t1, L / 3))
     for i in range(c_in_g):
         row = x_sample + i * sx_c
-        before = inputs + i * ld - t0
-        centre = before + c_in_g * ld
-        after = centre + c_in_g * ld
+        v = inputs + i * ld - t0
         for t in range(t0, lo):
-            _winograd_pair(row, sx_l, L, t, before, centre, after)
-        if sx_l == 1:
-            for t in range(lo, hi):
-                mid = row[2 * t]
-                before[t] = row[2 * t - 1] - mid
-                centre[t] = mid
-                after[t] = row[2 * t + 1] - mid
-        else:
-            for t in range(lo, hi):
-                mid = row[2 * t * sx_l]
-                before[t] = row[(2 * t - 1) * sx_l] - mid
-                centre[t] = mid
-                after[t] = row[(2 * t + 1) * sx_l] - mid
+            _winograd_triple(row, sx_l, L, t, v, step)
+        for t in range(lo, hi):
+            d0 = row[(3 * t - 1) * sx_l]
+            d1 = row[3 * t * sx_l]
+            d2 = row[(3 * t + 1) * sx_l]
+            d3 = row[(3 * t + 2) * sx_l]
+            v[t] = d0 - d2
+            v[step + t] = d1 + d2
+            v[2 * step + t] = d2 - d1
+            v[3 * step + t] = d3 - d1
         for t in range(hi, t1):
-            _winograd_pair(row, sx_l, L, t, before, centre, after)
+            _winograd_triple(row, sx_l, L, t, v, step)
 
 
 cdef void _winograd_outputs(const convt_blas_params* p, const Plan* plan,
                             const scalar_t* bias_block, int64_t n_channels, int64_t t0,
                             int64_t t1, const scalar_t* products, int64_t product_step,
                             scalar_t* out_block) noexcept nogil:
-    """out[c, 2ts + r - pad] = m1 + m2 and out[c, (2t+1)s + r - pad] = m2 + m3, plus bias.
+    """Strides 3t, 3t+1, 3t+2 of each channel from the products, plus bias.
 
-    ``products``: m1 of one sample, (pairs, n_channels*s), row t - t0 for
-    pair t; m2 and m3 follow ``product_step`` and twice that further.
+    Z[3t] = P0 + (P1 + P2), Z[3t+1] = P1 - P2, Z[3t+2] = (P1 + P2) + P3, stride
+    u's phase r at output u*s + r - padding. ``products``: P0 of one sample,
+    (triples, n_channels*s), row t - t0 for triple t; P1, P2, P3 follow
+    ``product_step`` apart.
     """
     cdef int64_t s = p.stride, rows = n_channels * s, L_out = plan.out_length
     cdef int64_t c, t, r, base, o
-    cdef const scalar_t* m1
-    cdef const scalar_t* m2
-    cdef const scalar_t* m3
+    cdef const scalar_t* p0
+    cdef const scalar_t* p1
+    cdef const scalar_t* p2
+    cdef const scalar_t* p3
     cdef scalar_t* out_row
     cdef scalar_t* dst
-    cdef scalar_t b, value
+    cdef scalar_t b, both, value
     cdef bint has_bias = bias_block != NULL
     for c in range(n_channels):
         out_row = out_block + c * L_out
         b = bias_block[c] if has_bias else 0
         for t in range(t0, t1):
-            m1 = products + (t - t0) * rows + c * s
-            m2 = m1 + product_step
-            m3 = m2 + product_step
-            base = 2 * t * s - p.padding
-            if base >= 0 and base + 2 * s <= L_out:
+            p0 = products + (t - t0) * rows + c * s
+            p1 = p0 + product_step
+            p2 = p1 + product_step
+            p3 = p2 + product_step
+            base = 3 * t * s - p.padding
+            if base >= 0 and base + 3 * s <= L_out:
                 dst = out_row + base
-                if s == 2:
-                    # Too short for a loop: written out.
-                    dst[0] = (m1[0] + m2[0]) + b if has_bias else m1[0] + m2[0]
-                    dst[1] = (m1[1] + m2[1]) + b if has_bias else m1[1] + m2[1]
-                    dst[2] = (m2[0] + m3[0]) + b if has_bias else m2[0] + m3[0]
-                    dst[3] = (m2[1] + m3[1]) + b if has_bias else m2[1] + m3[1]
-                elif has_bias:
+                if has_bias:
                     for r in range(s):
-                        dst[r] = (m1[r] + m2[r]) + b
-                        dst[s + r] = (m2[r] + m3[r]) + b
+                        both = p1[r] + p2[r]
+                        dst[r] = (p0[r] + both) + b
+                        dst[s + r] = (p1[r] - p2[r]) + b
+                        dst[2 * s + r] = (both + p3[r]) + b
                 else:
                     for r in range(s):
-                        dst[r] = m1[r] + m2[r]
-                        dst[s + r] = m2[r] + m3[r]
+                        both = p1[r] + p2[r]
+                        dst[r] = p0[r] + both
+                        dst[s + r] = p1[r] - p2[r]
+                        dst[2 * s + r] = both + p3[r]
                 continue
-            for r in range(2 * s):
+            for r in range(3 * s):
                 o = base + r
                 if 0 <= o < L_out:
                     if r < s:
-                        value = m1[r] + m2[r]
+                        value = p0[r] + (p1[r] + p2[r])
+                    elif r < 2 * s:
+                        value = p1[r - s] - p2[r - s]
                     else:
-                        value = m2[r - s] + m3[r - s]
+                        value = (p1[r - 2 * s] + p2[r - 2 * s]) + p3[r - 2 * s]
                     out_row[o] = value + b if has_bias else value
 
 
@@ -843,22 +842,24 @@ cdef void _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64
                              const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                              const scalar_t* w, const scalar_t* bias, scalar_t* out,
                              scalar_t* worker, int64_t* held) noexcept nogil:
-    """Winograd's F(2,2) for channels [co0, co0 + n_channels), pairs [t0, t1), a few samples.
+    """Winograd's F(3,2) for channels [co0, co0 + n_channels), triples [t0, t1), a few samples.
 
     With K = 2s and no dilation, output u*s + r - padding (r < s) of channel
-    c is Z[u] = W0 x[u] + W1 x[u-1], W_j the (C_out, C_in) taps j*s + r. Two
-    strides u = 2t, 2t+1 need four products; F(2,2) makes three:
-        m1 = W1 (x[2t-1] - x[2t]),  m2 = (W0 + W1) x[2t],  m3 = W0 (x[2t+1] - x[2t]),
-        Z[2t] = m1 + m2,  Z[2t+1] = m2 + m3,
-    a quarter fewer multiply-adds, at a rounding error measured within 2x
-    the GEMM path's (README). Each product is one GEMM over the unit's
-    pairs. ``held``: the weight block and input tile the worker's workspace
-    holds transformed (-1: none), kept for its next unit.
+    c is Z[u] = W0 x[u] + W1 x[u-1], W_j the (C_out, C_in) taps j*s + r. Three
+    strides u = 3t, 3t+1, 3t+2 need six products; F(3,2) (interpolation at
+    0, 1, -1 and infinity) makes four, with d_j = x[3t - 1 + j]:
+        P0 = W1 (d0 - d2),            P1 = (W0 + W1)/2 (d1 + d2),
+        P2 = (W1 - W0)/2 (d2 - d1),   P3 = W0 (d3 - d1),
+        Z[3t] = P0 + P1 + P2,  Z[3t+1] = P1 - P2,  Z[3t+2] = P1 + P2 + P3,
+    a third fewer multiply-adds, at a rounding error measured within 2x the
+    GEMM path's (README). Each product is one GEMM over the unit's triples.
+    ``held``: the weight block and input tile the worker's workspace holds
+    transformed (-1: none), kept for its next unit.
     """
     cdef int64_t s = p.stride, c_in_g = plan.c_in_g
     cdef int64_t sample_groups = _ceil_div(p.batch, plan.samples_per_unit)
     cdef int64_t tile, rest, sample_group, g, block, first, count, co0, n_channels, rows
-    cdef int64_t t0, t1, pairs, columns, j, k, weight_key, input_key
+    cdef int64_t t0, t1, triples, columns, j, k, weight_key, input_key
     cdef scalar_t* weights = worker
     cdef scalar_t* inputs
     cdef scalar_t* products
@@ -881,13 +882,13 @@ cdef void _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64
     co0 = block * plan.block_channels
     n_channels = _min(plan.block_channels, plan.c_out_g - co0)
     rows = n_channels * s
-    t0 = plan.pair_first + tile * plan.tile_pairs
-    t1 = _min(t0 + plan.tile_pairs, plan.pair_first + plan.pair_count)
-    pairs = t1 - t0
-    columns = count * pairs
+    t0 = plan.triple_first + tile * plan.tile_triples
+    t1 = _min(t0 + plan.tile_triples, plan.triple_first + plan.triple_count)
+    triples = t1 - t0
+    columns = count * triples
     # Offsets from the plan's sizes, so that the buffers do not move with the unit.
-    inputs = weights + 3 * c_in_g * plan.block_channels * s
-    products = inputs + 3 * c_in_g * plan.samples_per_unit * plan.tile_pairs
+    inputs = weights + 4 * c_in_g * plan.block_channels * s
+    products = inputs + 4 * c_in_g * plan.samples_per_unit * plan.tile_triples
     weight_key = g * plan.n_blocks + block
     if held[0] != weight_key:
         _winograd_weights(p, plan, w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
@@ -897,17 +898,17 @@ cdef void _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64
     if held[1] != input_key:
         for j in range(count):
             _winograd_inputs(p, x + (first + j) * sx_n + g * c_in_g * sx_c, sx_c, sx_l,
-                             c_in_g, t0, t1, columns, inputs + j * pairs)
+                             c_in_g, t0, t1, columns, inputs + j * triples)
         held[1] = input_key
-    # m_k^T = inputs_k^T @ weights_k: (columns, rows), position-major.
-    for k in range(3):
+    # P_k^T = inputs_k^T @ weights_k: (columns, rows), position-major.
+    for k in range(4):
         _gemm(True, False, <int>columns, <int>rows, <int>c_in_g,
               inputs + k * c_in_g * columns, <int>columns,
               weights + k * c_in_g * rows, <int>rows,
               products + k * columns * rows, <int>rows, NULL)
     for j in range(count):
         _winograd_outputs(p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
-                          n_channels, t0, t1, products + j * pairs * rows, columns * rows,
+                          n_channels, t0, t1, products + j * triples * rows, columns * rows,
                           out + ((first + j) * p.out_channels + g * plan.c_out_g + co0)
                           * plan.out_length)
 
@@ -1109,7 +1110,7 @@ def set_blas_small_matrix_kernels(bint available):
 
 
 def set_winograd(bint enabled):
-    """Whether layers with K == 2*stride may take Winograd's F(2,2) (see _make_plan)."""
+    """Whether layers with K == 2*stride may take Winograd's F(3,2) (see _make_plan)."""
     global WINOGRAD_ENABLED
     WINOGRAD_ENABLED = enabled
 

@@ -38,7 +38,7 @@ def test_rule():
 def test_rule_does_not_depend_on_batch_or_threads():
     single = plan(1, 256, 800, 128, 16, 8, 4)
     many = plan(16, 256, 800, 128, 16, 8, 4)
-    for key in ("winograd", "block_channels", "tile_pairs", "pair_first", "pair_count"):
+    for key in ("winograd", "block_channels", "tile_triples", "triple_first", "triple_count"):
         assert single[key] == many[key]
 
 

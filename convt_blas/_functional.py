@@ -102,12 +102,12 @@ def _workspace(dtype, size):
 
 
 def set_winograd(enabled):
-    """Allow (the default) or forbid Winograd's F(2,2) on layers that qualify.
+    """Allow (the default) or forbid Winograd's F(3,2) on layers that qualify.
 
     Layers with ``kernel_size == 2*stride``, no dilation, an input of at least
-    512 positions and at least 128 input channels and ``C_out/groups * stride``
-    per group run three GEMMs for every two output strides instead of four:
-    a quarter fewer multiply-adds, with a rounding error within about twice
+    512 positions and at least 64 input channels and ``C_out/groups * stride``
+    per group run four GEMMs for every three output strides instead of six:
+    a third fewer multiply-adds, with a rounding error within about twice
     that of the plain GEMM path (see the README). ``set_winograd(False)``
     gives every layer the plain GEMM + col2im path and its rounding.
     Process-wide; it also applies to calls through the C API (size
@@ -120,7 +120,7 @@ def set_winograd(enabled):
 
 
 def get_winograd():
-    """Whether layers that qualify may run Winograd's F(2,2) (see :func:`set_winograd`)."""
+    """Whether layers that qualify may run Winograd's F(3,2) (see :func:`set_winograd`)."""
     return kernels.winograd_enabled()
 
 

@@ -77,13 +77,13 @@ cdef bint BLAS_SMALL_MATRIX_KERNELS = False
 # _run_winograd_unit: four GEMMs for every three output strides instead of
 # six) when the input is at least WINOGRAD_MIN_LENGTH long and both GEMM
 # sides, C_in/g and C_out/g * stride, are at least WINOGRAD_MIN_SIDE.
-# Measured on the benchmark's layers: transforming the weight costs about
-# as much per call as a few hundred input positions save (L_in 250 with a
-# 64 MiB weight: 9% slower, 100 with 8 MiB: 5% slower), and GEMMs with 64
-# input channels save less than transforming inputs and outputs costs.
+# Measured on the benchmark's layers: transforming the weight costs more
+# per call than a few hundred input positions save (L_in 250 with a 64 MiB
+# weight: 6% slower, L_in 75-100: 8-49% slower), while from 64 channels
+# and 512 positions on every layer is faster (64 -> 32, K = 4: 7-18%).
 # Settable from Python (convt_blas.set_winograd).
 cdef int64_t WINOGRAD_MIN_LENGTH = 512
-cdef int64_t WINOGRAD_MIN_SIDE = 128
+cdef int64_t WINOGRAD_MIN_SIDE = 64
 cdef bint WINOGRAD_ENABLED = True
 
 

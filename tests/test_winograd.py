@@ -1,4 +1,4 @@
-"""Winograd's F(2,2) path (layers with K == 2*stride): when it is taken, and that it is right."""
+"""Winograd's F(3,2) path (layers with K == 2*stride): when it is taken, and that it is right."""
 import numpy as np
 import pytest
 
@@ -25,10 +25,10 @@ def gemm_only():
 def test_rule():
     assert convt_blas.get_winograd()
     assert plan(1, 256, 800, 128, 16, 8, 4)["winograd"]
-    assert plan(1, 128, 512, 64, 4, 2, 1)["winograd"]  # both sides exactly 128
+    assert plan(1, 64, 512, 32, 4, 2, 1)["winograd"]  # both sides exactly 64
     assert not plan(1, 256, 511, 128, 16, 8, 4)["winograd"]  # input too short
-    assert not plan(1, 64, 12800, 32, 4, 2, 1)["winograd"]  # 64 input channels
-    assert not plan(1, 128, 6400, 32, 4, 2, 1)["winograd"]  # C_out * stride = 64
+    assert not plan(1, 63, 12800, 32, 4, 2, 1)["winograd"]  # 63 input channels
+    assert not plan(1, 128, 6400, 31, 4, 2, 1)["winograd"]  # C_out * stride = 62
     assert not plan(1, 256, 800, 128, 15, 8, 4)["winograd"]  # K != 2*stride
     assert not plan(1, 256, 800, 128, 16, 8, 4, dilation=2)["winograd"]
     assert not plan(1, 512, 800, 512, 6, 3, groups=512)["winograd"]  # depthwise: direct taps
@@ -125,7 +125,7 @@ def test_bitwise_across_threads_and_batch_splits(rng):
 
 
 def test_rounding_error_close_to_gemm_path(rng, gemm_only):
-    # F(2,2) adds and subtracts inputs and taps before the GEMMs; its error
+    # F(3,2) adds and subtracts inputs and taps before the GEMMs; its error
     # against a float64 result stays within a small factor of the GEMM path's.
     x, w, b = make_case(rng, 2, 256, 128, 16, 800, 1)
     expected = conv_transpose1d_reference(x.astype(np.float64), w.astype(np.float64),

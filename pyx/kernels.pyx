@@ -176,6 +176,11 @@ cdef inline double _imbalance(double units) noexcept nogil:
 
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (never by the thread count)."""
+    return _make_plan_with(p, plan, WINOGRAD_ENABLED)
+
+
+cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
+                         bint winograd_allowed) noexcept nogil:
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
     cdef int64_t block_channels, tile, fewest_tiles, multiple, merge, column_target, small_rows
     cdef int64_t l_lo, l_hi
@@ -312,7 +317,7 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     plan.worker_elements = (plan.column_elements + plan.copy_elements
                             + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
     plan.triple_first = plan.triple_count = plan.tile_triples = plan.tile_major = 0
-    plan.winograd = (WINOGRAD_ENABLED and not plan.direct_taps and p.dilation == 1
+    plan.winograd = (winograd_allowed and not plan.direct_taps and p.dilation == 1
                      and K == 2 * p.stride and p.in_length >= WINOGRAD_MIN_LENGTH
                      and c_in_g >= WINOGRAD_MIN_SIDE and c_out_g * p.stride >= WINOGRAD_MIN_SIDE)
     if plan.winograd:
@@ -366,8 +371,11 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     weight_work = <double>c_in_g * plan.c_out_g * s * sample_groups * plan.n_tiles
     input_work = <double>c_in_g * plan.triple_count * p.batch * plan.n_blocks
     plan.tile_major = weight_work >= input_work
-    # Four transformed weight blocks, four transformed input tiles, four products.
-    plan.worker_elements = 4 * (c_in_g * rows + columns * c_in_g + columns * rows)
+    # Four transformed weight blocks, four transformed input tiles, four
+    # products; at least the GEMM plan's workspace, which a call falls back
+    # to when its result is not finite (see _conv_transpose1d).
+    plan.worker_elements = _max(plan.worker_elements,
+                                4 * (c_in_g * rows + columns * c_in_g + columns * rows))
     plan.column_elements = 0
     plan.copy_elements = 0
     return CONVT_BLAS_OK
@@ -781,16 +789,17 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
             _winograd_triple(row, sx_l, L, t, v, step)
 
 
-cdef void _winograd_outputs(const convt_blas_params* p, const Plan* plan,
-                            const scalar_t* bias_block, int64_t n_channels, int64_t t0,
-                            int64_t t1, const scalar_t* products, int64_t product_step,
-                            scalar_t* out_block) noexcept nogil:
+cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
+                           const scalar_t* bias_block, int64_t n_channels, int64_t t0,
+                           int64_t t1, const scalar_t* products, int64_t product_step,
+                           scalar_t* out_block) noexcept nogil:
     """Strides 3t, 3t+1, 3t+2 of each channel from the products, plus bias.
 
     Z[3t] = P0 + (P1 + P2), Z[3t+1] = P1 - P2, Z[3t+2] = (P1 + P2) + P3, stride
     u's phase r at output u*s + r - padding. ``products``: P0 of one sample,
     (triples, n_channels*s), row t - t0 for triple t; P1, P2, P3 follow
-    ``product_step`` apart.
+    ``product_step`` apart. Returns nonzero if a value stored is not finite
+    (see _conv_transpose1d).
     """
     cdef int64_t s = p.stride, rows = n_channels * s, L_out = plan.out_length
     cdef int64_t c, t, r, base, o
@@ -800,8 +809,10 @@ cdef void _winograd_outputs(const convt_blas_params* p, const Plan* plan,
     cdef const scalar_t* p3
     cdef scalar_t* out_row
     cdef scalar_t* dst
-    cdef scalar_t b, both, value
+    cdef scalar_t b, both, value, early, middle, late
+    cdef scalar_t zero = 0
     cdef bint has_bias = bias_block != NULL
+    cdef int non_finite = 0  # x - x is 0 for finite x only
     for c in range(n_channels):
         out_row = out_block + c * L_out
         b = bias_block[c] if has_bias else 0
@@ -816,15 +827,21 @@ cdef void _winograd_outputs(const convt_blas_params* p, const Plan* plan,
                 if has_bias:
                     for r in range(s):
                         both = p1[r] + p2[r]
-                        dst[r] = (p0[r] + both) + b
-                        dst[s + r] = (p1[r] - p2[r]) + b
-                        dst[2 * s + r] = (both + p3[r]) + b
+                        early = (p0[r] + both) + b
+                        middle = (p1[r] - p2[r]) + b
+                        late = (both + p3[r]) + b
+                        dst[r] = early
+                        dst[s + r] = middle
+                        dst[2 * s + r] = late
                 else:
                     for r in range(s):
                         both = p1[r] + p2[r]
-                        dst[r] = p0[r] + both
-                        dst[s + r] = p1[r] - p2[r]
-                        dst[2 * s + r] = both + p3[r]
+                        early = p0[r] + both
+                        middle = p1[r] - p2[r]
+                        late = both + p3[r]
+                        dst[r] = early
+                        dst[s + r] = middle
+                        dst[2 * s + r] = late
                 continue
             for r in range(3 * s):
                 o = base + r
@@ -836,12 +853,17 @@ cdef void _winograd_outputs(const convt_blas_params* p, const Plan* plan,
                     else:
                         value = (p1[r - 2 * s] + p2[r - 2 * s]) + p3[r - 2 * s]
                     out_row[o] = value + b if has_bias else value
+        # The channel's stored span, in a pass of its own (checking as they
+        # are stored keeps the loop above from vectorising).
+        for o in range(_max(0, 3 * t0 * s - p.padding), _min(L_out, 3 * t1 * s - p.padding)):
+            non_finite |= out_row[o] - out_row[o] != zero
+    return non_finite
 
 
-cdef void _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
-                             const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                             const scalar_t* w, const scalar_t* bias, scalar_t* out,
-                             scalar_t* worker, int64_t* held) noexcept nogil:
+cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
+                            const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                            const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                            scalar_t* worker, int64_t* held) noexcept nogil:
     """Winograd's F(3,2) for channels [co0, co0 + n_channels), triples [t0, t1), a few samples.
 
     With K = 2s and no dilation, output u*s + r - padding (r < s) of channel
@@ -854,12 +876,14 @@ cdef void _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64
     a third fewer multiply-adds, at a rounding error measured within 2x the
     GEMM path's (README). Each product is one GEMM over the unit's triples.
     ``held``: the weight block and input tile the worker's workspace holds
-    transformed (-1: none), kept for its next unit.
+    transformed (-1: none), kept for its next unit. Returns nonzero if an
+    output it stored is not finite.
     """
     cdef int64_t s = p.stride, c_in_g = plan.c_in_g
     cdef int64_t sample_groups = _ceil_div(p.batch, plan.samples_per_unit)
     cdef int64_t tile, rest, sample_group, g, block, first, count, co0, n_channels, rows
     cdef int64_t t0, t1, triples, columns, j, k, weight_key, input_key
+    cdef int non_finite = 0
     cdef scalar_t* weights = worker
     cdef scalar_t* inputs
     cdef scalar_t* products
@@ -907,10 +931,11 @@ cdef void _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64
               weights + k * c_in_g * rows, <int>rows,
               products + k * columns * rows, <int>rows, NULL)
     for j in range(count):
-        _winograd_outputs(p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
-                          n_channels, t0, t1, products + j * triples * rows, columns * rows,
-                          out + ((first + j) * p.out_channels + g * plan.c_out_g + co0)
-                          * plan.out_length)
+        non_finite |= _winograd_outputs(
+            p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
+            n_channels, t0, t1, products + j * triples * rows, columns * rows,
+            out + ((first + j) * p.out_channels + g * plan.c_out_g + co0) * plan.out_length)
+    return non_finite
 
 
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
@@ -986,8 +1011,7 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
                            int n_threads) noexcept nogil:
     cdef Plan plan
     cdef int status = _make_plan(p, &plan)
-    cdef int64_t per_worker, workers, units, unit
-    cdef int64_t* held
+    cdef int64_t per_worker, workers, units, unit, available
     cdef bint owns_workspace = False
     if status != CONVT_BLAS_OK:
         return status
@@ -1020,24 +1044,24 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
 
     if plan.winograd:
-        # Per worker: the weight block and input tile its workspace holds.
-        held = <int64_t*>malloc(<size_t>(2 * workers) * sizeof(int64_t))
-        if held == NULL:
+        status = _run_winograd(p, &plan, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
+                               per_worker, workers)
+        if status != WINOGRAD_NOT_FINITE:
             if owns_workspace:
                 free(workspace)
-            return CONVT_BLAS_ERR_NO_MEMORY
-        for unit in range(2 * workers):
-            held[unit] = -1
-        if workers > 1:
-            for unit in prange(units, num_threads=<int>workers, schedule='guided'):
-                _run_winograd_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
-                                   workspace + threadid() * per_worker, held + 2 * threadid())
-        else:
-            for unit in range(units):
-                _run_winograd_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
-                                   workspace, held)
-        free(held)
-    elif workers > 1:
+            return status
+        # A stored value is not finite. F(3,2) mixes each input into three
+        # strides and subtracts products, so an inf or NaN (or an overflow)
+        # can reach outputs the convolution keeps finite: the GEMM path
+        # computes the whole call again, in the workspace it fits into
+        # (never larger, see _plan_winograd).
+        available = per_worker * workers
+        _make_plan_with(p, &plan, False)
+        units = plan.n_units
+        per_worker = plan.worker_elements
+        workers = _min(_worker_count(&plan, n_threads if n_threads > 0 else 1),
+                       available / per_worker)
+    if workers > 1:
         for unit in prange(units, num_threads=<int>workers, schedule='guided'):
             _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
                       workspace + threadid() * per_worker)
@@ -1048,6 +1072,42 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
     if owns_workspace:
         free(workspace)
     return CONVT_BLAS_OK
+
+
+cdef int WINOGRAD_NOT_FINITE = 1  # not a public status: _run_winograd's "recompute"
+
+
+cdef int _run_winograd(const convt_blas_params* p, const Plan* plan,
+                       const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                       const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                       scalar_t* workspace, int64_t per_worker, int64_t workers) noexcept nogil:
+    """Run a Winograd plan's units; WINOGRAD_NOT_FINITE if an output is not finite."""
+    cdef int64_t unit, worker
+    cdef int status = CONVT_BLAS_OK
+    # Per worker: the weight block and input tile its workspace holds, and
+    # whether it stored a value that is not finite.
+    cdef int64_t* held = <int64_t*>malloc(<size_t>(3 * workers) * sizeof(int64_t))
+    if held == NULL:
+        return CONVT_BLAS_ERR_NO_MEMORY
+    for worker in range(workers):
+        held[3 * worker] = -1
+        held[3 * worker + 1] = -1
+        held[3 * worker + 2] = 0
+    if workers > 1:
+        for unit in prange(plan.n_units, num_threads=<int>workers, schedule='guided'):
+            if _run_winograd_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+                                  workspace + threadid() * per_worker, held + 3 * threadid()):
+                held[3 * threadid() + 2] = 1
+    else:
+        for unit in range(plan.n_units):
+            if _run_winograd_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+                                  workspace, held):
+                held[2] = 1
+    for worker in range(workers):
+        if held[3 * worker + 2]:
+            status = WINOGRAD_NOT_FINITE
+    free(held)
+    return status
 
 
 # One exported entry point per dtype; all share the fused body above.

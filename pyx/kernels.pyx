@@ -372,8 +372,8 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     input_work = <double>c_in_g * plan.triple_count * p.batch * plan.n_blocks
     plan.tile_major = weight_work >= input_work
     # Four transformed weight blocks, four transformed input tiles, four
-    # products; at least the GEMM plan's workspace, which a call falls back
-    # to when its result is not finite (see _conv_transpose1d).
+    # products; at least the GEMM plan's workspace, which batch elements
+    # whose result is not finite fall back to (_redo_non_finite_samples).
     plan.worker_elements = _max(plan.worker_elements,
                                 4 * (c_in_g * rows + columns * c_in_g + columns * rows))
     plan.column_elements = 0
@@ -799,7 +799,7 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
     u's phase r at output u*s + r - padding. ``products``: P0 of one sample,
     (triples, n_channels*s), row t - t0 for triple t; P1, P2, P3 follow
     ``product_step`` apart. Returns nonzero if a value stored is not finite
-    (see _conv_transpose1d).
+    (see _redo_non_finite_samples).
     """
     cdef int64_t s = p.stride, rows = n_channels * s, L_out = plan.out_length
     cdef int64_t c, t, r, base, o
@@ -1011,7 +1011,7 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
                            int n_threads) noexcept nogil:
     cdef Plan plan
     cdef int status = _make_plan(p, &plan)
-    cdef int64_t per_worker, workers, units, unit, available
+    cdef int64_t per_worker, workers
     cdef bint owns_workspace = False
     if status != CONVT_BLAS_OK:
         return status
@@ -1029,8 +1029,7 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return CONVT_BLAS_ERR_BAD_STRIDES
     if sx_n < 0:
         return CONVT_BLAS_ERR_BAD_STRIDES
-    units = plan.n_units
-    if units == 0:
+    if plan.n_units == 0:
         return CONVT_BLAS_OK
 
     per_worker = plan.worker_elements
@@ -1046,31 +1045,66 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
     if plan.winograd:
         status = _run_winograd(p, &plan, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
                                per_worker, workers)
-        if status != WINOGRAD_NOT_FINITE:
-            if owns_workspace:
-                free(workspace)
-            return status
-        # A stored value is not finite. F(3,2) mixes each input into three
-        # strides and subtracts products, so an inf or NaN (or an overflow)
-        # can reach outputs the convolution keeps finite: the GEMM path
-        # computes the whole call again, in the workspace it fits into
-        # (never larger, see _plan_winograd).
-        available = per_worker * workers
-        _make_plan_with(p, &plan, False)
-        units = plan.n_units
-        per_worker = plan.worker_elements
-        workers = _min(_worker_count(&plan, n_threads if n_threads > 0 else 1),
-                       available / per_worker)
-    if workers > 1:
-        for unit in prange(units, num_threads=<int>workers, schedule='guided'):
-            _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
-                      workspace + threadid() * per_worker)
+        if status == WINOGRAD_NOT_FINITE:
+            status = _redo_non_finite_samples(p, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
+                                              per_worker * workers, n_threads)
     else:
-        for unit in range(units):
-            _run_unit(p, &plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace)
-
+        _run_gemm_plan(p, &plan, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
+                       per_worker, workers)
     if owns_workspace:
         free(workspace)
+    return status
+
+
+cdef void _run_gemm_plan(const convt_blas_params* p, const Plan* plan,
+                         const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                         const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                         scalar_t* workspace, int64_t per_worker, int64_t workers) noexcept nogil:
+    cdef int64_t unit
+    if workers > 1:
+        for unit in prange(plan.n_units, num_threads=<int>workers, schedule='guided'):
+            _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+                      workspace + threadid() * per_worker)
+    else:
+        for unit in range(plan.n_units):
+            _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace)
+
+
+cdef int _redo_non_finite_samples(const convt_blas_params* p,
+                                  const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                                  const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                                  scalar_t* workspace, int64_t available,
+                                  int n_threads) noexcept nogil:
+    """Recompute on the GEMM path each batch element whose Winograd output is not all finite.
+
+    F(3,2) mixes each input into three strides and subtracts products, so an
+    inf or NaN (or an overflow in its sums) can reach outputs the
+    convolution keeps finite. Each such element is computed again alone,
+    which gives the bits the GEMM path gives it in any batch; the others
+    keep theirs, so results still do not depend on how a batch is split.
+    The GEMM plan of one element never needs more workspace than the call's
+    Winograd plan (see _plan_winograd).
+    """
+    cdef convt_blas_params one = p[0]
+    cdef Plan plan
+    cdef int64_t n, i, size = p.out_channels * output_length(p), per_worker, workers
+    cdef scalar_t* y
+    cdef scalar_t zero = 0
+    cdef bint finite
+    one.batch = 1
+    _make_plan_with(&one, &plan, False)
+    per_worker = plan.worker_elements
+    workers = _min(_worker_count(&plan, n_threads if n_threads > 0 else 1), available / per_worker)
+    for n in range(p.batch):
+        y = out + n * size
+        finite = True
+        for i in range(size):
+            if y[i] - y[i] != zero:
+                finite = False
+                break
+        if not finite:
+            _run_gemm_plan(&one, &plan, x + n * sx_n, sx_n, sx_c, sx_l, w, bias, y,
+                           workspace, per_worker, workers)
     return CONVT_BLAS_OK
 
 

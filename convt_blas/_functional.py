@@ -108,7 +108,9 @@ def set_winograd(enabled):
     512 positions and at least 64 input channels and ``C_out/groups * stride``
     per group run four GEMMs for every three output strides instead of six:
     a third fewer multiply-adds, with a rounding error within about twice
-    that of the plain GEMM path (see the README). ``set_winograd(False)``
+    that of the plain GEMM path (see the README); batch elements whose result
+    is not all finite (inf or NaN inputs or weights) are computed again on
+    the plain path, so they get its infs and NaNs. ``set_winograd(False)``
     gives every layer the plain GEMM + col2im path and its rounding.
     Process-wide; it also applies to calls through the C API (size
     workspaces after changing it). Set it before calls start: a call that

@@ -182,7 +182,7 @@ cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
 cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
                          bint winograd_allowed) noexcept nogil:
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
-    cdef int64_t block_channels, tile, fewest_tiles, multiple, merge, column_target, small_rows
+    cdef int64_t block_channels, tile, fewest_tiles, multiple, column_target, small_rows
     cdef int64_t l_lo, l_hi
     cdef double units
     cdef double cost, best_cost, group_flops
@@ -303,11 +303,10 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     plan.samples_per_unit = 1
     plan.copy_elements = 0 if plan.direct_taps else c_in_g  # a vector for _gemm's scratch
     if plan.position_major and plan.n_tiles == 1 and p.batch > 1:
-        merge = <int64_t>min(<double>p.batch, WORKSPACE_TARGET / (
-            <double>p.in_length * _max(plan.block_channels * K, c_in_g)))
-        if (merge > 1 and columns > GEMV_MAX_ROWS
-                and <double>columns * plan.block_channels * K * c_in_g > SMALL_GEMM_WORK):
-            plan.samples_per_unit = _ceil_div(p.batch, _ceil_div(p.batch, merge))
+        plan.samples_per_unit = _samples_sharing_gemm(
+            p.batch, <double>p.in_length * _max(plan.block_channels * K, c_in_g),
+            columns, plan.block_channels * K, c_in_g)
+        if plan.samples_per_unit > 1:
             plan.column_elements = plan.block_channels * K * plan.samples_per_unit * p.in_length
             plan.copy_elements = c_in_g * plan.samples_per_unit * p.in_length
     plan.n_units = _ceil_div(p.batch, plan.samples_per_unit) * plan.units_per_sample
@@ -334,7 +333,7 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     channels only, never on the batch or the thread count, so results keep
     their bits for any split of either.
     """
-    cdef int64_t s = p.stride, c_in_g = plan.c_in_g, rows, merge, columns, sample_groups
+    cdef int64_t s = p.stride, c_in_g = plan.c_in_g, rows, columns, sample_groups
     cdef int64_t u_first = p.padding / s  # first stride u whose outputs u*s + r - padding reach 0
     cdef int64_t u_end = _ceil_div(plan.out_length + p.padding, s)
     cdef double weight_work, input_work
@@ -350,10 +349,9 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # when one element alone is past BLAS's small-matrix kernels.
     plan.samples_per_unit = 1
     if plan.n_tiles == 1 and p.batch > 1:
-        merge = <int64_t>min(<double>p.batch, WORKSPACE_TARGET / (
-            4.0 / 3.0 * plan.triple_count * _max(rows, c_in_g)))
-        if merge > 1 and <double>plan.triple_count * rows * c_in_g > SMALL_GEMM_WORK:
-            plan.samples_per_unit = _ceil_div(p.batch, _ceil_div(p.batch, merge))
+        plan.samples_per_unit = _samples_sharing_gemm(
+            p.batch, 4.0 / 3.0 * plan.triple_count * _max(rows, c_in_g),
+            plan.triple_count, rows, c_in_g)
     columns = plan.samples_per_unit * plan.tile_triples
     if (columns > INT_MAX or rows > INT_MAX or _mul_overflows(columns, rows + c_in_g)
             or _mul_overflows(c_in_g, rows) or columns * (rows + c_in_g) > INT64_MAX / 16
@@ -379,6 +377,22 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     plan.column_elements = 0
     plan.copy_elements = 0
     return CONVT_BLAS_OK
+
+
+cdef inline int64_t _samples_sharing_gemm(int64_t batch, double sample_elements,
+                                          int64_t columns, int64_t rows,
+                                          int64_t c_in_g) noexcept nogil:
+    """Batch elements per GEMM for inputs that fit one tile (1: none shared).
+
+    As many as WORKSPACE_TARGET holds at ``sample_elements`` each, spread
+    evenly over the batch, provided one element's GEMM (``columns`` x
+    ``rows``, inner size C_in/g) is past BLAS's small-matrix kernels and our
+    matrix-vector path, which round differently.
+    """
+    cdef int64_t merge = <int64_t>min(<double>batch, WORKSPACE_TARGET / sample_elements)
+    if merge > 1 and columns > GEMV_MAX_ROWS and <double>columns * rows * c_in_g > SMALL_GEMM_WORK:
+        return _ceil_div(batch, _ceil_div(batch, merge))
+    return 1
 
 
 cdef inline int64_t _phase_rows(const Plan* plan, int64_t stride) noexcept nogil:

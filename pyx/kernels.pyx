@@ -1047,7 +1047,7 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return CONVT_BLAS_OK
 
     per_worker = plan.worker_elements
-    workers = _worker_count(&plan, n_threads if n_threads > 0 else 1)
+    workers = _worker_count(&plan, n_threads)
     if workspace == NULL:
         workspace = <scalar_t*>malloc(<size_t>(per_worker * workers) * sizeof(scalar_t))
         if workspace == NULL:
@@ -1060,8 +1060,9 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         status = _run_winograd(p, &plan, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
                                per_worker, workers)
         if status == WINOGRAD_NOT_FINITE:
-            status = _redo_non_finite_samples(p, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
-                                              per_worker * workers, n_threads)
+            _redo_non_finite_samples(p, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
+                                     per_worker * workers, n_threads)
+            status = CONVT_BLAS_OK
     else:
         _run_gemm_plan(p, &plan, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
                        per_worker, workers)
@@ -1084,11 +1085,11 @@ cdef void _run_gemm_plan(const convt_blas_params* p, const Plan* plan,
             _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out, workspace)
 
 
-cdef int _redo_non_finite_samples(const convt_blas_params* p,
-                                  const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                                  const scalar_t* w, const scalar_t* bias, scalar_t* out,
-                                  scalar_t* workspace, int64_t available,
-                                  int n_threads) noexcept nogil:
+cdef void _redo_non_finite_samples(const convt_blas_params* p,
+                                   const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                                   const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                                   scalar_t* workspace, int64_t available,
+                                   int n_threads) noexcept nogil:
     """Recompute on the GEMM path each batch element whose Winograd output is not all finite.
 
     F(3,2) mixes each input into three strides and subtracts products, so an
@@ -1101,14 +1102,15 @@ cdef int _redo_non_finite_samples(const convt_blas_params* p,
     """
     cdef convt_blas_params one = p[0]
     cdef Plan plan
-    cdef int64_t n, i, size = p.out_channels * output_length(p), per_worker, workers
+    cdef int64_t n, i, size, per_worker, workers
     cdef scalar_t* y
     cdef scalar_t zero = 0
     cdef bint finite
     one.batch = 1
     _make_plan_with(&one, &plan, False)
+    size = p.out_channels * plan.out_length
     per_worker = plan.worker_elements
-    workers = _min(_worker_count(&plan, n_threads if n_threads > 0 else 1), available / per_worker)
+    workers = _min(_worker_count(&plan, n_threads), available / per_worker)
     for n in range(p.batch):
         y = out + n * size
         finite = True
@@ -1119,7 +1121,6 @@ cdef int _redo_non_finite_samples(const convt_blas_params* p,
         if not finite:
             _run_gemm_plan(&one, &plan, x + n * sx_n, sx_n, sx_c, sx_l, w, bias, y,
                            workspace, per_worker, workers)
-    return CONVT_BLAS_OK
 
 
 cdef int WINOGRAD_NOT_FINITE = 1  # not a public status: _run_winograd's "recompute"
@@ -1231,10 +1232,7 @@ def plan_info(tuple shape):
     """The planner's cut for ``shape`` (as in plan_sizes) as a dict, for tests and tuning."""
     cdef convt_blas_params p
     cdef Plan plan
-    _fill_params(&p, shape)
-    status = _make_plan(&p, &plan)
-    if status != CONVT_BLAS_OK:
-        raise_for_status(status)
+    _plan_or_raise(shape, &p, &plan)
     return plan
 
 
@@ -1254,6 +1252,13 @@ cdef int _fill_params(convt_blas_params* p, tuple shape) except -1:
     return 0
 
 
+cdef int _plan_or_raise(tuple shape, convt_blas_params* p, Plan* plan) except -1:
+    """Fill ``p`` from ``shape`` and plan it; ValueError if the kernel refuses it."""
+    _fill_params(p, shape)
+    raise_for_status(_make_plan(p, plan))
+    return 0
+
+
 def plan_sizes(tuple shape):
     """(units per batch element, workspace elements per worker) for ``shape``.
 
@@ -1263,10 +1268,7 @@ def plan_sizes(tuple shape):
     """
     cdef convt_blas_params p
     cdef Plan plan
-    _fill_params(&p, shape)
-    status = _make_plan(&p, &plan)
-    if status != CONVT_BLAS_OK:
-        raise_for_status(status)
+    _plan_or_raise(shape, &p, &plan)
     return _units_per_sample(&p, &plan), plan.worker_elements
 
 

@@ -1,4 +1,6 @@
 """Winograd's F(3,2) path (layers with K == 2*stride): when it is taken, and that it is right."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -13,13 +15,20 @@ def plan(n, c_in, length, c_out, k, stride, padding=0, output_padding=0, dilatio
                               dilation, groups))
 
 
-@pytest.fixture
-def gemm_only():
+@contextlib.contextmanager
+def plain_path():
+    """Winograd off inside, on again after (the default)."""
     convt_blas.set_winograd(False)
     try:
         yield
     finally:
         convt_blas.set_winograd(True)
+
+
+@pytest.fixture
+def gemm_only():
+    with plain_path():
+        yield
 
 
 def test_rule():
@@ -73,11 +82,8 @@ def test_matches_reference_and_gemm_path(rng, case):
     args = (s, p, op, groups)
     y = convt_blas.conv_transpose1d(x, w, b, *args)
     assert_close(y, conv_transpose1d_reference(x, w, b, *args))
-    convt_blas.set_winograd(False)
-    try:
+    with plain_path():
         y_gemm = convt_blas.conv_transpose1d(x, w, b, *args)
-    finally:
-        convt_blas.set_winograd(True)
     assert not np.array_equal(y, y_gemm)  # really another path
     assert_close(y, y_gemm)
 
@@ -139,22 +145,16 @@ def test_rounding_error_close_to_gemm_path(rng, gemm_only):
 def test_c_api_workspace_follows_the_rule():
     shape = (1, 256, 800, 128, 16, 8, 4, 0, 1, 1)
     _, with_winograd = kernels.plan_sizes(shape)
-    convt_blas.set_winograd(False)
-    try:
+    with plain_path():
         _, without = kernels.plan_sizes(shape)
-    finally:
-        convt_blas.set_winograd(True)
     assert with_winograd == plan(*shape)["worker_elements"] and with_winograd != without
 
 
 def test_workspace_sized_for_the_other_setting_is_refused():
     # A workspace sized before set_winograd changed is checked, not overrun.
     shape = (1, 256, 800, 128, 16, 8, 4, 0, 1, 1)
-    convt_blas.set_winograd(False)
-    try:
+    with plain_path():
         _, gemm_elements = kernels.plan_sizes(shape)
-    finally:
-        convt_blas.set_winograd(True)
     x = np.zeros((1, 256, 800), np.float32)
     w = np.zeros((256, 128, 16), np.float32)
     out = np.empty((1, 128, plan(*shape)["out_length"]), np.float32)
@@ -185,11 +185,8 @@ def test_non_finite_values_as_the_convolution_gives_them(rng, where):
         np.testing.assert_array_equal(np.isneginf(y), np.isneginf(expected))
         finite = np.isfinite(expected)
         assert_close(y[finite], expected[finite])
-    convt_blas.set_winograd(False)
-    try:
+    with plain_path():
         y_gemm = convt_blas.conv_transpose1d(x, w, b, stride=4, padding=2)
-    finally:
-        convt_blas.set_winograd(True)
     redone = [n for n in range(3) if not np.isfinite(y[n]).all()]
     assert redone == ([0, 2] if where == "input" else [0, 1, 2] if where == "weight" else [0])
     for n in range(3):

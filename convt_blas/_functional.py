@@ -308,6 +308,16 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
         from . import cuda
         return cuda.conv_transpose1d(input, weight, bias, stride, padding, output_padding,
                                      groups, dilation, out=out)
+    return _conv_transpose1d(input, weight, bias, stride, padding, output_padding, groups,
+                             dilation, out)
+
+
+def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, groups, dilation,
+                      out, prepared_weight=None):
+    """conv_transpose1d on the CPU. ``prepared_weight(params, w)``: a callable
+    giving ``kernels.prepare_winograd_weights(params, w)`` for the weight ``w``
+    as the kernels read it, called only when the call would use it (see
+    convt_blas.nn.ConvTranspose1d, which keeps the result)."""
     x = _native(_as_array(input, "input"))
     w = _native(_as_array(weight, "weight"))
     b = None if bias is None else _native(_as_array(bias, "bias"))
@@ -334,7 +344,10 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
         strides = _kernel_strides(x3)
 
     params = spec.kernel_params
-    units_per_sample, per_worker = kernels.plan_sizes(params)
+    prepared = None
+    if prepared_weight is not None and kernels.takes_prepared_weights(params):
+        prepared = prepared_weight(params, w)
+    units_per_sample, per_worker = kernels.plan_sizes(params, prepared is not None)
     flops = 2 * spec.batch * spec.in_length * spec.in_channels * spec.kernel_size * (
         spec.out_channels // spec.groups)
     workers = _threads.plan_threads(spec.batch * units_per_sample, flops)
@@ -346,7 +359,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
     _threads.blas_single_thread.enter()
     try:
-        kernels.run(params, x3, strides, w, b, result, workspace, workers)
+        kernels.run(params, x3, strides, w, b, result, workspace, workers, prepared)
     finally:
         _threads.blas_single_thread.exit()
 

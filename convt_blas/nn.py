@@ -1,16 +1,21 @@
 """``ConvTranspose1d``: the module counterpart of ``torch.nn.ConvTranspose1d``.
 
-Parameters are plain NumPy arrays; a forward call is one call of
-:func:`convt_blas.conv_transpose1d`. Weights load from torch state dicts,
-including weight-normalised ones, which are folded into a plain weight.
+Parameters are read-only NumPy arrays, replaced by assignment; a forward call
+is one call of :func:`convt_blas.conv_transpose1d`, which may reuse the
+weight transformed for Winograd's F(3,2) by an earlier call. Weights load
+from torch state dicts, including weight-normalised ones, which are folded
+into a plain weight.
 """
+import functools
 import math
 import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from ._functional import _as_array, _single, check_arguments, conv_transpose1d, output_length
+from . import kernels
+from ._functional import (_as_array, _conv_transpose1d, _single, check_arguments,
+                          conv_transpose1d, output_length)
 
 _MODULE_DTYPES = tuple(np.dtype(t) for t in
                        (np.float16, np.float32, np.float64, np.complex64, np.complex128))
@@ -19,6 +24,11 @@ _MODULE_DTYPES = tuple(np.dtype(t) for t in
 # torch.nn.utils.weight_norm and torch.nn.utils.parametrizations.weight_norm.
 _WEIGHT_NORM_KEYS = (("weight_g", "weight_v"),
                      ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+
+
+def _read_only(arr):
+    arr.flags.writeable = False
+    return arr
 
 
 class IncompatibleKeys(NamedTuple):
@@ -104,6 +114,8 @@ class ConvTranspose1d:
     ----------
     weight : numpy.ndarray, shape (in_channels, out_channels / groups, kernel_size)
     bias : numpy.ndarray of shape (out_channels,), or None
+        Both read-only: assign an array (copied) or use :meth:`load_state_dict`
+        to change them.
     kernel_size, stride, padding, output_padding, dilation : 1-tuples of int, as torch.
 
     Notes
@@ -113,6 +125,15 @@ class ConvTranspose1d:
     ``fan_in = (out_channels / groups) * kernel_size`` (torch takes a transposed
     convolution's fan-in from the weight's second axis). Complex layers draw the
     real and imaginary parts independently, as torch's ``uniform_`` does.
+
+    Layers that take Winograd's F(3,2) (``kernel_size == 2 * stride``, no
+    dilation, at least 64 channels per group on both sides) keep their
+    weight transformed for it after the first call of 128 or more input
+    positions: twice the weight's memory, which spares later calls the
+    transform and lets inputs from 128 positions on take F(3,2) (512 for
+    :func:`convt_blas.conv_transpose1d`). A new weight drops it. Results
+    equal the function's within rounding; for inputs of 512 positions or
+    more, bitwise.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -148,6 +169,8 @@ class ConvTranspose1d:
                         self.dilation)
         self._weight = np.empty(self.weight_shape, self.dtype)
         self._bias = np.empty(self.out_channels, self.dtype) if bias else None
+        # (weight, its F(3,2) transform) from the last call that used one.
+        self._transformed = None
         self.reset_parameters(rng)
 
     # -- parameters -------------------------------------------------------------------
@@ -163,7 +186,11 @@ class ConvTranspose1d:
 
     @weight.setter
     def weight(self, value):
-        self._weight = self._checked_parameter("weight", value, self.weight_shape)
+        self._set_weight(self._checked_parameter("weight", value, self.weight_shape))
+
+    def _set_weight(self, weight):
+        self._weight = weight
+        self._transformed = None  # frees it now; calls match it by the weight array anyway
 
     @property
     def bias(self):
@@ -193,7 +220,7 @@ class ConvTranspose1d:
         if arr.shape != tuple(shape):
             raise ValueError(f"size mismatch for {key}: got shape {arr.shape}, "
                              f"the layer expects {tuple(shape)}")
-        return np.array(arr, dtype=self.dtype, order="C", copy=True)
+        return _read_only(np.array(arr, dtype=self.dtype, order="C", copy=True))
 
     @property
     def fan_in(self):
@@ -204,14 +231,19 @@ class ConvTranspose1d:
         """Redraw weight and bias from torch's default distribution (see class Notes)."""
         rng = np.random.default_rng(rng)
         bound = 1.0 / math.sqrt(self.fan_in)
-        for arr in (self._weight, self._bias):
-            if arr is None:
-                continue
+
+        def draw(shape):
+            arr = np.empty(shape, self.dtype)
             if arr.dtype.kind == "c":
-                arr.real = rng.uniform(-bound, bound, arr.shape)
-                arr.imag = rng.uniform(-bound, bound, arr.shape)
+                arr.real = rng.uniform(-bound, bound, shape)
+                arr.imag = rng.uniform(-bound, bound, shape)
             else:
-                arr[...] = rng.uniform(-bound, bound, arr.shape)
+                arr[...] = rng.uniform(-bound, bound, shape)
+            return _read_only(arr)
+
+        self._set_weight(draw(self.weight_shape))
+        if self._bias is not None:
+            self._bias = draw(self._bias.shape)
 
     # -- state dicts ------------------------------------------------------------------
 
@@ -277,7 +309,7 @@ class ConvTranspose1d:
                     folded = fold_weight_norm(g, v)
                 except ValueError as exc:
                     raise ValueError(f"size mismatch for {g_key}: {exc}") from exc
-                updates["_weight"] = folded.astype(self.dtype)
+                updates["_weight"] = _read_only(folded.astype(self.dtype))
         if self._bias is not None:
             if "bias" in keys:
                 updates["_bias"] = self._checked_parameter(
@@ -294,8 +326,10 @@ class ConvTranspose1d:
                 parts.append("unexpected key(s) " + ", ".join(map(repr, unexpected)))
             raise ValueError(f"Error(s) in loading state_dict for ConvTranspose1d: "
                              + "; ".join(parts))
-        for name, arr in updates.items():
-            setattr(self, name, arr)
+        if "_weight" in updates:
+            self._set_weight(updates["_weight"])
+        if "_bias" in updates:
+            self._bias = updates["_bias"]
         return IncompatibleKeys(missing, unexpected)
 
     @classmethod
@@ -379,11 +413,28 @@ class ConvTranspose1d:
             with x.device:
                 weight = cupy.asarray(weight)
                 bias = None if bias is None else cupy.asarray(bias)
-        else:
-            x = _as_array(input, "input")
+            output_padding = self._output_padding_for(x, output_size)
+            return conv_transpose1d(x, weight, bias, self.stride, self.padding,
+                                    output_padding, self.groups, self.dilation, out=out)
+        x = _as_array(input, "input")
         output_padding = self._output_padding_for(x, output_size)
-        return conv_transpose1d(x, weight, bias, self.stride, self.padding,
-                                output_padding, self.groups, self.dilation, out=out)
+        return _conv_transpose1d(x, weight, bias, self.stride, self.padding, output_padding,
+                                 self.groups, self.dilation, out,
+                                 functools.partial(self._transformed_weight, weight))
+
+    def _transformed_weight(self, weight, params, kernel_weight):
+        """``weight`` transformed for F(3,2) (``kernel_weight``: as the kernels read it), kept.
+
+        Keyed by the weight array, which is read-only: a call racing an
+        assignment of a new weight keeps the old one's transform under the
+        old key, which the next call does not match.
+        """
+        held = self._transformed
+        if held is not None and held[0] is weight:
+            return held[1]
+        transformed = kernels.prepare_winograd_weights(params, kernel_weight)
+        self._transformed = (weight, transformed)
+        return transformed
 
     forward = __call__
 

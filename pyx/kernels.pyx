@@ -84,6 +84,14 @@ cdef bint BLAS_SMALL_MATRIX_KERNELS = False
 # Settable from Python (convt_blas.set_winograd).
 cdef int64_t WINOGRAD_MIN_LENGTH = 512
 cdef int64_t WINOGRAD_MIN_SIDE = 64
+# With the weight transformed beforehand (prepare_winograd_weights, held by
+# convt_blas.nn.ConvTranspose1d) only the input is transformed per call.
+# Then BLAS packing twice the weight's size for four GEMMs (once for the GEMM
+# path's one) sets the break-even: measured at N = 1, from 128 positions
+# every benchmark layer gains or ties (2048 -> 1024, K = 8: 2% slower at
+# 128, 7% faster at 192, 14% at 256; 512 -> 256, K = 16: 7% slower at 100,
+# 10% faster at 128).
+cdef int64_t WINOGRAD_PREPARED_MIN_LENGTH = 128
 cdef bint WINOGRAD_ENABLED = True
 
 
@@ -110,6 +118,7 @@ cdef struct Plan:
     int64_t triple_count       # winograd: triples of the whole output
     int64_t tile_triples       # winograd: triples per unit (per sample)
     bint tile_major            # winograd: units in (tile, block) order, else (block, tile)
+    bint prepared_weights      # winograd: weights come transformed (prepare_winograd_weights)
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -176,11 +185,18 @@ cdef inline double _imbalance(double units) noexcept nogil:
 
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (never by the thread count)."""
-    return _make_plan_with(p, plan, WINOGRAD_ENABLED)
+    return _make_plan_with(p, plan, WINOGRAD_ENABLED, False)
+
+
+cdef inline bint _winograd_shape(const convt_blas_params* p) noexcept nogil:
+    """Whether the layer's channels and taps qualify for F(3,2), whatever its input length."""
+    return (p.dilation == 1 and p.kernel_size == 2 * p.stride
+            and p.in_channels / p.groups >= WINOGRAD_MIN_SIDE
+            and p.out_channels / p.groups * p.stride >= WINOGRAD_MIN_SIDE)
 
 
 cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
-                         bint winograd_allowed) noexcept nogil:
+                         bint winograd_allowed, bint prepared_weights) noexcept nogil:
     cdef int64_t c_in_g, c_out_g, K, halo, columns, rows, blocks, tiles, min_units
     cdef int64_t block_channels, tile, fewest_tiles, multiple, column_target, small_rows
     cdef int64_t l_lo, l_hi
@@ -316,9 +332,9 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     plan.worker_elements = (plan.column_elements + plan.copy_elements
                             + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
     plan.triple_first = plan.triple_count = plan.tile_triples = plan.tile_major = 0
-    plan.winograd = (winograd_allowed and not plan.direct_taps and p.dilation == 1
-                     and K == 2 * p.stride and p.in_length >= WINOGRAD_MIN_LENGTH
-                     and c_in_g >= WINOGRAD_MIN_SIDE and c_out_g * p.stride >= WINOGRAD_MIN_SIDE)
+    plan.prepared_weights = winograd_allowed and prepared_weights and _winograd_shape(p)
+    plan.winograd = (winograd_allowed and _winograd_shape(p) and p.in_length >= (
+        WINOGRAD_PREPARED_MIN_LENGTH if plan.prepared_weights else WINOGRAD_MIN_LENGTH))
     if plan.winograd:
         return _plan_winograd(p, plan)
     return CONVT_BLAS_OK
@@ -368,15 +384,24 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # transformed once) or the input (block-major: tiles innermost).
     weight_work = <double>c_in_g * plan.c_out_g * s * sample_groups * plan.n_tiles
     input_work = <double>c_in_g * plan.triple_count * p.batch * plan.n_blocks
+    if plan.prepared_weights:
+        weight_work = 0
     plan.tile_major = weight_work >= input_work
-    # Four transformed weight blocks, four transformed input tiles, four
-    # products; at least the GEMM plan's workspace, which batch elements
-    # whose result is not finite fall back to (_redo_non_finite_samples).
+    # Four transformed weight blocks (unless prepared), four transformed
+    # input tiles, four products; at least the GEMM plan's workspace, which
+    # batch elements whose result is not finite fall back to
+    # (_redo_non_finite_samples).
     plan.worker_elements = _max(plan.worker_elements,
-                                4 * (c_in_g * rows + columns * c_in_g + columns * rows))
+                                4 * (_weight_block_elements(plan, s)
+                                     + columns * c_in_g + columns * rows))
     plan.column_elements = 0
     plan.copy_elements = 0
     return CONVT_BLAS_OK
+
+
+cdef inline int64_t _weight_block_elements(const Plan* plan, int64_t s) noexcept nogil:
+    """One transformed weight matrix in a worker's Winograd workspace (0 if prepared)."""
+    return 0 if plan.prepared_weights else plan.c_in_g * plan.block_channels * s
 
 
 cdef inline int64_t _samples_sharing_gemm(int64_t batch, double sample_elements,
@@ -732,23 +757,24 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
                       * plan.out_length)
 
 
-cdef void _winograd_weights(const convt_blas_params* p, const Plan* plan,
-                            const scalar_t* w_block, int64_t n_channels,
+cdef void _winograd_weights(const convt_blas_params* p, int64_t c_in_g, int64_t c_out_g,
+                            const scalar_t* w_block, int64_t n_channels, int64_t ld,
                             scalar_t* weights) noexcept nogil:
     """The block's taps as four (C_in/g, n_channels*s) matrices: W1, (W0+W1)/2, (W1-W0)/2, W0.
 
     W0 and W1 are the taps k < s and k >= s: W_j[i, c*s + r] = W_g[i, c, j*s + r].
-    Halving is exact, so it costs no rounding.
+    Rows are ``ld`` apart, matrices C_in/g * ld. Halving is exact, so it
+    costs no rounding.
     """
-    cdef int64_t s = p.stride, K = p.kernel_size, rows = n_channels * s
-    cdef int64_t i, c, r, step = plan.c_in_g * rows
+    cdef int64_t s = p.stride, K = p.kernel_size
+    cdef int64_t i, c, r, step = c_in_g * ld
     cdef const scalar_t* src
     cdef scalar_t* late
     cdef scalar_t half = 0.5
-    for i in range(plan.c_in_g):
-        late = weights + i * rows
+    for i in range(c_in_g):
+        late = weights + i * ld
         for c in range(n_channels):
-            src = w_block + i * plan.c_out_g * K + c * K
+            src = w_block + i * c_out_g * K + c * K
             for r in range(s):
                 late[c * s + r] = src[s + r]
                 late[step + c * s + r] = half * (src[r] + src[s + r])
@@ -876,7 +902,8 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
 
 cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                             const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                            const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                            const scalar_t* w, const scalar_t* prepared,
+                            const scalar_t* bias, scalar_t* out,
                             scalar_t* worker, int64_t* held) noexcept nogil:
     """Winograd's F(3,2) for channels [co0, co0 + n_channels), triples [t0, t1), a few samples.
 
@@ -890,15 +917,17 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     a third fewer multiply-adds, at a rounding error measured within 2x the
     GEMM path's (README). Each product is one GEMM over the unit's triples.
     ``held``: the weight block and input tile the worker's workspace holds
-    transformed (-1: none), kept for its next unit. Returns nonzero if an
-    output it stored is not finite.
+    transformed (-1: none), kept for its next unit. ``prepared``: all
+    groups' transformed weights (see prepare_winograd_weights) when the plan
+    takes them, read in place. Returns nonzero if an output it stored is not
+    finite.
     """
     cdef int64_t s = p.stride, c_in_g = plan.c_in_g
     cdef int64_t sample_groups = _ceil_div(p.batch, plan.samples_per_unit)
     cdef int64_t tile, rest, sample_group, g, block, first, count, co0, n_channels, rows
-    cdef int64_t t0, t1, triples, columns, j, k, weight_key, input_key
+    cdef int64_t t0, t1, triples, columns, j, k, weight_key, input_key, ld_w, weight_step
     cdef int non_finite = 0
-    cdef scalar_t* weights = worker
+    cdef const scalar_t* weights
     cdef scalar_t* inputs
     cdef scalar_t* products
     if plan.tile_major:
@@ -925,13 +954,21 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     triples = t1 - t0
     columns = count * triples
     # Offsets from the plan's sizes, so that the buffers do not move with the unit.
-    inputs = weights + 4 * c_in_g * plan.block_channels * s
+    inputs = worker + 4 * _weight_block_elements(plan, s)
     products = inputs + 4 * c_in_g * plan.samples_per_unit * plan.tile_triples
-    weight_key = g * plan.n_blocks + block
-    if held[0] != weight_key:
-        _winograd_weights(p, plan, w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
-                          n_channels, weights)
-        held[0] = weight_key
+    if plan.prepared_weights:
+        ld_w = plan.c_out_g * s
+        weights = prepared + 4 * g * c_in_g * ld_w + co0 * s
+    else:
+        ld_w = rows
+        weights = worker
+        weight_key = g * plan.n_blocks + block
+        if held[0] != weight_key:
+            _winograd_weights(p, c_in_g, plan.c_out_g,
+                              w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
+                              n_channels, rows, worker)
+            held[0] = weight_key
+    weight_step = c_in_g * ld_w
     input_key = (g * sample_groups + sample_group) * plan.n_tiles + tile
     if held[1] != input_key:
         for j in range(count):
@@ -942,7 +979,7 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     for k in range(4):
         _gemm(True, False, <int>columns, <int>rows, <int>c_in_g,
               inputs + k * c_in_g * columns, <int>columns,
-              weights + k * c_in_g * rows, <int>rows,
+              weights + k * weight_step, <int>ld_w,
               products + k * columns * rows, <int>rows, NULL)
     for j in range(count):
         non_finite |= _winograd_outputs(
@@ -1020,11 +1057,13 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
 
 cdef int _conv_transpose1d(const convt_blas_params* p,
                            const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                           const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                           const scalar_t* w, const scalar_t* prepared,
+                           const scalar_t* bias, scalar_t* out,
                            scalar_t* workspace, int64_t workspace_len,
                            int n_threads) noexcept nogil:
+    """The convolution; ``prepared``: the weight as prepare_winograd_weights gives it, or NULL."""
     cdef Plan plan
-    cdef int status = _make_plan(p, &plan)
+    cdef int status = _make_plan_with(p, &plan, WINOGRAD_ENABLED, prepared != NULL)
     cdef int64_t per_worker, workers
     cdef bint owns_workspace = False
     if status != CONVT_BLAS_OK:
@@ -1057,8 +1096,8 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
 
     if plan.winograd:
-        status = _run_winograd(p, &plan, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
-                               per_worker, workers)
+        status = _run_winograd(p, &plan, x, sx_n, sx_c, sx_l, w, prepared, bias, out,
+                               workspace, per_worker, workers)
         if status == WINOGRAD_NOT_FINITE:
             _redo_non_finite_samples(p, x, sx_n, sx_c, sx_l, w, bias, out, workspace,
                                      per_worker * workers, n_threads)
@@ -1107,7 +1146,7 @@ cdef void _redo_non_finite_samples(const convt_blas_params* p,
     cdef scalar_t zero = 0
     cdef bint finite
     one.batch = 1
-    _make_plan_with(&one, &plan, False)
+    _make_plan_with(&one, &plan, False, False)
     size = p.out_channels * plan.out_length
     per_worker = plan.worker_elements
     workers = _min(_worker_count(&plan, n_threads), available / per_worker)
@@ -1128,7 +1167,8 @@ cdef int WINOGRAD_NOT_FINITE = 1  # not a public status: _run_winograd's "recomp
 
 cdef int _run_winograd(const convt_blas_params* p, const Plan* plan,
                        const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                       const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                       const scalar_t* w, const scalar_t* prepared,
+                       const scalar_t* bias, scalar_t* out,
                        scalar_t* workspace, int64_t per_worker, int64_t workers) noexcept nogil:
     """Run a Winograd plan's units; WINOGRAD_NOT_FINITE if an output is not finite."""
     cdef int64_t unit, worker
@@ -1144,12 +1184,12 @@ cdef int _run_winograd(const convt_blas_params* p, const Plan* plan,
         held[3 * worker + 2] = 0
     if workers > 1:
         for unit in prange(plan.n_units, num_threads=<int>workers, schedule='guided'):
-            if _run_winograd_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+            if _run_winograd_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, prepared, bias, out,
                                   workspace + threadid() * per_worker, held + 3 * threadid()):
                 held[3 * threadid() + 2] = 1
     else:
         for unit in range(plan.n_units):
-            if _run_winograd_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+            if _run_winograd_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, prepared, bias, out,
                                   workspace, held):
                 held[2] = 1
     for worker in range(workers):
@@ -1167,7 +1207,7 @@ cdef int conv_transpose1d_f32(
         const float* weight, const float* bias, float* out,
         float* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
     return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
-                             input_stride_length, weight, bias, out,
+                             input_stride_length, weight, NULL, bias, out,
                              workspace, workspace_len, n_threads)
 
 
@@ -1178,7 +1218,7 @@ cdef int conv_transpose1d_f64(
         const double* weight, const double* bias, double* out,
         double* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
     return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
-                             input_stride_length, weight, bias, out,
+                             input_stride_length, weight, NULL, bias, out,
                              workspace, workspace_len, n_threads)
 
 
@@ -1189,7 +1229,7 @@ cdef int conv_transpose1d_c64(
         const float complex* weight, const float complex* bias, float complex* out,
         float complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
     return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
-                             input_stride_length, weight, bias, out,
+                             input_stride_length, weight, NULL, bias, out,
                              workspace, workspace_len, n_threads)
 
 
@@ -1200,7 +1240,7 @@ cdef int conv_transpose1d_c128(
         const double complex* weight, const double complex* bias, double complex* out,
         double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
     return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
-                             input_stride_length, weight, bias, out,
+                             input_stride_length, weight, NULL, bias, out,
                              workspace, workspace_len, n_threads)
 
 
@@ -1228,11 +1268,19 @@ def winograd_enabled():
     return bool(WINOGRAD_ENABLED)
 
 
-def plan_info(tuple shape):
+def takes_prepared_weights(tuple shape):
+    """Whether a call of ``shape`` would run F(3,2) on a prepared weight (see run)."""
+    cdef convt_blas_params p
+    cdef Plan plan
+    _plan_or_raise(shape, &p, &plan, True)
+    return bool(plan.winograd and plan.prepared_weights)
+
+
+def plan_info(tuple shape, bint prepared=False):
     """The planner's cut for ``shape`` (as in plan_sizes) as a dict, for tests and tuning."""
     cdef convt_blas_params p
     cdef Plan plan
-    _plan_or_raise(shape, &p, &plan)
+    _plan_or_raise(shape, &p, &plan, prepared)
     return plan
 
 
@@ -1252,23 +1300,25 @@ cdef int _fill_params(convt_blas_params* p, tuple shape) except -1:
     return 0
 
 
-cdef int _plan_or_raise(tuple shape, convt_blas_params* p, Plan* plan) except -1:
+cdef int _plan_or_raise(tuple shape, convt_blas_params* p, Plan* plan,
+                        bint prepared) except -1:
     """Fill ``p`` from ``shape`` and plan it; ValueError if the kernel refuses it."""
     _fill_params(p, shape)
-    raise_for_status(_make_plan(p, plan))
+    raise_for_status(_make_plan_with(p, plan, WINOGRAD_ENABLED, prepared))
     return 0
 
 
-def plan_sizes(tuple shape):
+def plan_sizes(tuple shape, bint prepared=False):
     """(units per batch element, workspace elements per worker) for ``shape``.
 
     ``shape`` is (batch, C_in, L_in, C_out, K, stride, padding,
-    output_padding, dilation, groups); raises ValueError if the kernel
-    refuses it.
+    output_padding, dilation, groups); ``prepared``: the call passes the
+    weight transformed (prepare_winograd_weights). Raises ValueError if the
+    kernel refuses it.
     """
     cdef convt_blas_params p
     cdef Plan plan
-    _plan_or_raise(shape, &p, &plan)
+    _plan_or_raise(shape, &p, &plan, prepared)
     return _units_per_sample(&p, &plan), plan.worker_elements
 
 
@@ -1285,12 +1335,61 @@ def raise_for_status(int status):
     raise ValueError(f"convt_blas kernel: {status_message(status)}")
 
 
+def prepare_winograd_weights(tuple shape, cnp.ndarray weight):
+    """The weight transformed for F(3,2), for run's ``prepared``; None if the layer never takes it.
+
+    ``shape`` as in plan_sizes (batch and length are not used); ``weight``:
+    C-contiguous (C_in, C_out/g, K) of a supported dtype. Per group, the
+    four matrices of _winograd_weights over all of the group's channels,
+    (C_in/g, C_out/g * stride) each: twice the weight's size.
+    """
+    cdef convt_blas_params p
+    cdef Plan plan
+    cdef int64_t g, c_in_g, c_out_g, group_elements
+    cdef cnp.ndarray prepared
+    cdef char* src
+    cdef char* dst
+    cdef int type_num = cnp.PyArray_TYPE(weight)
+    _fill_params(&p, shape)
+    p.batch, p.in_length = 0, 2 * p.padding + 1  # any length: the transform does not use it
+    raise_for_status(_make_plan_with(&p, &plan, True, True))
+    if not plan.prepared_weights:
+        return None
+    c_in_g, c_out_g = plan.c_in_g, plan.c_out_g
+    if (cnp.PyArray_SIZE(weight) != c_in_g * p.groups * c_out_g * p.kernel_size
+            or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
+        raise ValueError("prepare_winograd_weights: the weight does not match the shape")
+    group_elements = 4 * c_in_g * c_out_g * p.stride
+    prepared = cnp.PyArray_EMPTY(1, [p.groups * group_elements], type_num, 0)
+    src = <char*>cnp.PyArray_DATA(weight)
+    dst = <char*>cnp.PyArray_DATA(prepared)
+    with nogil:
+        for g in range(p.groups):
+            if type_num == cnp.NPY_FLOAT32:
+                _winograd_weights(&p, c_in_g, c_out_g, <float*>src + g * c_in_g * c_out_g * p.kernel_size,
+                                  c_out_g, c_out_g * p.stride, <float*>dst + g * group_elements)
+            elif type_num == cnp.NPY_FLOAT64:
+                _winograd_weights(&p, c_in_g, c_out_g, <double*>src + g * c_in_g * c_out_g * p.kernel_size,
+                                  c_out_g, c_out_g * p.stride, <double*>dst + g * group_elements)
+            elif type_num == cnp.NPY_COMPLEX64:
+                _winograd_weights(&p, c_in_g, c_out_g,
+                                  <float complex*>src + g * c_in_g * c_out_g * p.kernel_size,
+                                  c_out_g, c_out_g * p.stride, <float complex*>dst + g * group_elements)
+            else:
+                _winograd_weights(&p, c_in_g, c_out_g,
+                                  <double complex*>src + g * c_in_g * c_out_g * p.kernel_size,
+                                  c_out_g, c_out_g * p.stride, <double complex*>dst + g * group_elements)
+    return prepared
+
+
 def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
-        cnp.ndarray out, cnp.ndarray workspace, int n_threads):
+        cnp.ndarray out, cnp.ndarray workspace, int n_threads, prepared=None):
     """Run the kernel on validated arrays; releases the GIL throughout.
 
     x: element ``strides`` (batch, channel, length), unit stride on the length
     or channel axis. weight, bias, out, workspace: C-contiguous, x's dtype.
+    prepared: None, or prepare_winograd_weights(shape, weight) (the
+    workspace then sized by plan_sizes(shape, prepared=True)).
     """
     cdef convt_blas_params p
     cdef int status
@@ -1298,28 +1397,39 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
     cdef int64_t sx_n, sx_c, sx_l
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* wp = cnp.PyArray_DATA(weight)
+    cdef void* pp = NULL
+    cdef cnp.ndarray held
     cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
     cdef void* op = cnp.PyArray_DATA(out)
     cdef void* wsp = cnp.PyArray_DATA(workspace)
     cdef int64_t ws_len = cnp.PyArray_SIZE(workspace)
     sx_n, sx_c, sx_l = strides
     _fill_params(&p, shape)
+    if prepared is not None:
+        # A transform of another layer would be read past its end.
+        held = <cnp.ndarray?>prepared
+        if (cnp.PyArray_TYPE(held) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(held)
+                or cnp.PyArray_SIZE(held) != 4 * p.in_channels * (p.out_channels / p.groups) * p.stride):
+            raise ValueError("prepared weight does not match the layer")
+        pp = cnp.PyArray_DATA(held)
     with nogil:
         if type_num == cnp.NPY_FLOAT32:
-            status = conv_transpose1d_f32(&p, <float*>xp, sx_n, sx_c, sx_l, <float*>wp,
-                                          <float*>bp, <float*>op, <float*>wsp, ws_len, n_threads)
+            status = _conv_transpose1d(&p, <float*>xp, sx_n, sx_c, sx_l, <float*>wp, <float*>pp,
+                                       <float*>bp, <float*>op, <float*>wsp, ws_len, n_threads)
         elif type_num == cnp.NPY_FLOAT64:
-            status = conv_transpose1d_f64(&p, <double*>xp, sx_n, sx_c, sx_l, <double*>wp,
-                                          <double*>bp, <double*>op, <double*>wsp, ws_len, n_threads)
+            status = _conv_transpose1d(&p, <double*>xp, sx_n, sx_c, sx_l, <double*>wp,
+                                       <double*>pp, <double*>bp, <double*>op, <double*>wsp,
+                                       ws_len, n_threads)
         elif type_num == cnp.NPY_COMPLEX64:
-            status = conv_transpose1d_c64(&p, <float complex*>xp, sx_n, sx_c, sx_l,
-                                          <float complex*>wp, <float complex*>bp,
-                                          <float complex*>op, <float complex*>wsp, ws_len, n_threads)
+            status = _conv_transpose1d(&p, <float complex*>xp, sx_n, sx_c, sx_l,
+                                       <float complex*>wp, <float complex*>pp,
+                                       <float complex*>bp, <float complex*>op,
+                                       <float complex*>wsp, ws_len, n_threads)
         elif type_num == cnp.NPY_COMPLEX128:
-            status = conv_transpose1d_c128(&p, <double complex*>xp, sx_n, sx_c, sx_l,
-                                           <double complex*>wp, <double complex*>bp,
-                                           <double complex*>op, <double complex*>wsp, ws_len,
-                                           n_threads)
+            status = _conv_transpose1d(&p, <double complex*>xp, sx_n, sx_c, sx_l,
+                                       <double complex*>wp, <double complex*>pp,
+                                       <double complex*>bp, <double complex*>op,
+                                       <double complex*>wsp, ws_len, n_threads)
         else:
             status = CONVT_BLAS_ERR_BAD_SHAPE
     raise_for_status(status)

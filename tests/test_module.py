@@ -262,7 +262,7 @@ def test_state_dict_from_torch_tensors_and_back(torch, rng):
     plain.load_state_dict({"weight": ref.weight, "bias": ref.bias})
     # and torch loads ours
     other = torch.nn.ConvTranspose1d(6, 6, 5, 3, 2, 0, 3, dilation=2)
-    other.load_state_dict({k: torch.from_numpy(v) for k, v in plain.state_dict().items()})
+    other.load_state_dict({k: torch.tensor(v) for k, v in plain.state_dict().items()})
     x = rng.standard_normal((1, 6, 8)).astype(np.float32)
     assert_close(plain(x), torch_out(other, torch.from_numpy(x)), np.float32)
 

@@ -196,3 +196,139 @@ def test_non_finite_values_as_the_convolution_gives_them(rng, where):
             np.testing.assert_array_equal(y[n], y_gemm[n])
         else:
             assert not np.array_equal(y[n], y_gemm[n])  # kept its Winograd result
+
+
+# -- the transformed weight held by ConvTranspose1d ------------------------------------
+
+def layer_with(w, b, stride, padding=0, output_padding=0, groups=1):
+    c_in, c_out_g, k = w.shape
+    layer = convt_blas.nn.ConvTranspose1d(c_in, c_out_g * groups, k, stride, padding,
+                                          output_padding, groups, bias=b is not None,
+                                          dtype=w.dtype)
+    layer.load_state_dict({"weight": w} if b is None else {"weight": w, "bias": b})
+    return layer
+
+
+def test_prepared_rule():
+    shape = (1, 256, 128, 128, 16, 8, 4, 0, 1, 1)
+    assert kernels.takes_prepared_weights(shape) and kernels.plan_info(shape, True)["winograd"]
+    assert not plan(*shape)["winograd"]  # the function transforms per call: 512 and up
+    assert not kernels.takes_prepared_weights((1, 256, 127, 128, 16, 8, 4, 0, 1, 1))
+    assert not kernels.takes_prepared_weights((1, 256, 800, 128, 15, 8, 4, 0, 1, 1))
+    with plain_path():
+        assert not kernels.takes_prepared_weights(shape)
+    # The rule does not look at the batch: results keep their bits for any split.
+    assert kernels.takes_prepared_weights((16,) + shape[1:])
+    assert kernels.prepare_winograd_weights((1, 256, 1, 128, 15, 8, 4, 0, 1, 1),
+                                            np.zeros((256, 128, 15), np.float32)) is None
+
+
+# (n, C_in/g, C_out/g, stride, L_in, padding, output_padding, groups)
+PREPARED_CASES = [
+    (1, 128, 64, 2, 128, 1, 0, 1),
+    (3, 96, 40, 4, 200, 3, 2, 2),
+    (2, 144, 64, 8, 300, 4, 0, 1),
+    (5, 64, 33, 2, 700, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", PREPARED_CASES)
+def test_layer_matches_reference_and_function(rng, case):
+    n, c_in_g, c_out_g, s, length, p, op, groups = case
+    x, w, b = make_case(rng, n, c_in_g, c_out_g, 2 * s, length, groups)
+    layer = layer_with(w, b, s, p, op, groups)
+    args = (s, p, op, groups)
+    y = layer(x)
+    assert_close(y, conv_transpose1d_reference(x, w, b, *args))
+    assert layer._transformed is not None and layer._transformed[0] is layer.weight
+    assert layer._transformed[1].size == 2 * w.size
+    function = convt_blas.conv_transpose1d(x, w, b, *args)
+    if length >= 512:  # the same F(3,2), weight transformed before or during the call
+        np.testing.assert_array_equal(y, function)
+    else:  # F(3,2) against the function's GEMM path
+        assert not np.array_equal(y, function)
+        assert_close(y, function)
+    np.testing.assert_array_equal(layer(x), y)  # the held transform, reused
+
+
+def test_layer_drops_the_transform_of_a_replaced_weight(rng):
+    x, w, b = make_case(rng, 2, 128, 64, 8, 200, 1)
+    layer = layer_with(w, b, 4, 2)
+    layer(x)
+    for replace in ("assign", "load_state_dict", "reset_parameters"):
+        if replace == "assign":
+            layer.weight = w[::-1] * 0.5
+        elif replace == "load_state_dict":
+            layer.load_state_dict({"weight": w * 2.0, "bias": b})
+        else:
+            layer.reset_parameters(rng=7)
+        expected = conv_transpose1d_reference(x, layer.weight, layer.bias, 4, 2)
+        assert_close(layer(x), expected)
+
+
+def test_layer_parameters_are_read_only(rng):
+    layer = convt_blas.nn.ConvTranspose1d(128, 64, 8, 4, 2, rng=0)
+    for arr in (layer.weight, layer.bias, layer.state_dict()["weight"]):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 1.0
+    layer.load_state_dict({"weight": np.ones((128, 64, 8), np.float32),
+                           "bias": np.ones(64, np.float32)})
+    layer.weight = np.zeros((128, 64, 8), np.float32)
+    assert not layer.weight.flags.writeable and not layer.bias.flags.writeable
+
+
+def test_layer_bitwise_across_threads_and_batch_splits(rng):
+    x, w, b = make_case(rng, 5, 128, 64, 8, 300, 1)
+    layer = layer_with(w, b, 4, 2)
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            convt_blas.set_num_threads(threads)
+            runs.append(layer(x))
+    finally:
+        convt_blas.set_num_threads(None)
+    for y in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0])
+    parts = [layer(x[i:j]) for i, j in ((0, 1), (1, 3), (3, 5))]
+    np.testing.assert_array_equal(np.concatenate(parts), runs[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64, np.complex128])
+def test_layer_dtypes(rng, dtype):
+    x, w, b = make_case(rng, 2, 128, 64, 4, 200, 1, dtype)
+    layer = layer_with(w, b, 2, 1)
+    y = layer(x)
+    assert y.dtype == dtype
+    assert_close(y, conv_transpose1d_reference(x, w, b, 2, 1), dtype)
+
+
+def test_layer_without_winograd_is_the_function(rng):
+    x, w, b = make_case(rng, 2, 128, 64, 8, 200, 1)
+    layer = layer_with(w, b, 4, 2)
+    with plain_path():
+        np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, w, b, 4, 2))
+        assert layer._transformed is None
+
+
+def test_layer_non_finite_values(rng):
+    # As the function: elements an inf or NaN reaches are redone on the GEMM path.
+    x, w, b = make_case(rng, 3, 128, 64, 8, 200, 1)
+    x[1, 5, 100] = np.inf
+    layer = layer_with(w, b, 4, 2)
+    y = layer(x)
+    expected = conv_transpose1d_reference(x, w, b, 4, 2)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    np.testing.assert_array_equal(y[1], convt_blas.conv_transpose1d(x[1:2], w, b, 4, 2)[0])
+    assert_close(y[[0, 2]], expected[[0, 2]])
+
+
+def test_prepared_weight_of_another_layer_is_refused(rng):
+    shape = (1, 128, 200, 64, 8, 4, 2, 0, 1, 1)
+    x, w, b = make_case(rng, 1, 128, 64, 8, 200, 1)
+    other = kernels.prepare_winograd_weights((1, 128, 200, 32, 8, 4, 2, 0, 1, 1), w[:, :32].copy())
+    out = np.empty((1, 64, plan(*shape)["out_length"]), np.float32)
+    workspace = np.empty(kernels.plan_sizes(shape, True)[1], np.float32)
+    for prepared in (other, other.astype(np.float64), np.zeros(2 * w.size, np.float32)[::2]):
+        with pytest.raises(ValueError, match="prepared weight"):
+            kernels.run(shape, x, (128 * 200, 200, 1), w, b, out, workspace, 1, prepared)

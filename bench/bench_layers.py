@@ -8,8 +8,11 @@ GFLOP/s, percent of the sgemm rate measured in the same run, percent of the
 rate of one sgemm over the layer's whole product (timed in a pass of its own
 after the others: what BLAS makes of the GEMM uncut), speed-up over torch,
 the first call's time (median of 3 calls, each with no cached workspace) and
-the peak extra memory of a call. Writes a Markdown table and a
-PNG chart to bench/results/.
+the peak extra memory of a call. The same for a convt_blas.nn.ConvTranspose1d
+holding the layer's weights, timed in the same interleaving (its steady state
+reuses the weight transformed for F(3,2); its first call makes it; the
+memory it holds is reported beside its per-call memory). Writes a Markdown
+table and a PNG chart to bench/results/.
 
 Run with the OpenBLAS pinning variables unset in this command only:
 
@@ -91,6 +94,22 @@ def peak_extra_bytes(call, out_bytes):
     return max(0, peak - out_bytes)
 
 
+def module_for(layer, w, b):
+    """A ConvTranspose1d holding ``w`` and ``b``."""
+    module = convt_blas.nn.ConvTranspose1d(layer.in_channels, layer.out_channels,
+                                           layer.kernel_size, layer.stride, layer.padding,
+                                           layer.output_padding, layer.groups,
+                                           bias=b is not None)
+    module.load_state_dict({"weight": w} if b is None else {"weight": w, "bias": b})
+    return module
+
+
+def held_bytes(module):
+    """Memory a layer keeps beyond its parameters: the transformed weight, if any."""
+    held = module._transformed
+    return 0 if held is None else held[1].nbytes
+
+
 def run(threads_list, seconds, only, rounds, bias=True):
     import torch
     import torch.nn.functional as F
@@ -105,12 +124,13 @@ def run(threads_list, seconds, only, rounds, bias=True):
         x, w, b = layer_arrays(layer, rng)
         b = b if bias else None
         cases.append((layer, (x, w, b),
-                      tuple(None if a is None else torch.from_numpy(a) for a in (x, w, b))))
+                      tuple(None if a is None else torch.from_numpy(a) for a in (x, w, b)),
+                      module_for(layer, w, b)))
     # Rounds over the whole list, so that a burst of load on this shared
     # machine hits one sample of each layer, not all samples of one layer.
     samples = {}
     for round_ in range(rounds):
-        for i, (layer, (x, w, b), (tx, tw, tb)) in enumerate(cases, 1):
+        for i, (layer, (x, w, b), (tx, tw, tb), module) in enumerate(cases, 1):
             args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
             for threads in threads_list:
                 print(f"[round {round_ + 1}/{rounds}, {i}/{len(cases)}] {layer.label}, "
@@ -125,21 +145,34 @@ def run(threads_list, seconds, only, rounds, bias=True):
                     with torch.no_grad():
                         return F.conv_transpose1d(tx, tw, tb, *args)
 
-                sample = samples.setdefault((i, threads),
-                                            dict(ours=[], torch=[], first=[], gemm=[]))
+                def layer_call():
+                    return module(x)
+
+                def cold_layer_call():
+                    module._transformed = None  # as a layer just loaded
+                    return module(x)
+
+                sample = samples.setdefault(
+                    (i, threads), dict(ours=[], torch=[], layer=[], first=[], layer_first=[],
+                                       gemm=[]))
                 sample["first"].append(cold_call_seconds(ours))
-                t_ours, t_torch = _timing.time_interleaved([ours, theirs], seconds)
+                sample["layer_first"].append(cold_call_seconds(cold_layer_call))
+                t_ours, t_layer, t_torch = _timing.time_interleaved(
+                    [ours, layer_call, theirs], seconds)
                 sample["ours"].append(t_ours)
+                sample["layer"].append(t_layer)
                 sample["torch"].append(t_torch)
                 if round_ == 0:
                     out_bytes = layer.batch * layer.out_channels * 4 * convt_blas.output_length(
                         layer.length, layer.kernel_size, layer.stride, layer.padding,
                         layer.output_padding)
                     sample["extra"] = peak_extra_bytes(ours, out_bytes)
+                    sample["layer_extra"] = peak_extra_bytes(layer_call, out_bytes)
+                    sample["held"] = held_bytes(module)
     # The products' sgemm in a pass of its own: OpenBLAS's threads spin for a
     # while after a threaded GEMM and would take a core from calls timed after it
     # (and each product's arrays, up to ~100 MB, live only during its own timing).
-    for i, (layer, (x, w, _), _) in enumerate(cases, 1):
+    for i, (layer, (x, w, _), _, _) in enumerate(cases, 1):
         gemm = product_gemm(layer, x, w)
         for threads in threads_list:
             if gemm:
@@ -149,10 +182,11 @@ def run(threads_list, seconds, only, rounds, bias=True):
                     samples[(i, threads)]["gemm"] = _timing.time_interleaved([gemm], seconds)
     convt_blas.set_num_threads(None)
     rows = []
-    for i, (layer, _, _) in enumerate(cases, 1):
+    for i, (layer, _, _, _) in enumerate(cases, 1):
         for threads in threads_list:
             sample = samples[(i, threads)]
             t_ours, t_torch = np.median(sample["ours"]), np.median(sample["torch"])
+            t_layer = np.median(sample["layer"])
             gflops = layer.flops / t_ours / 1e9
             rows.append(dict(layer=layer.label, threads=threads, flops=layer.flops,
                              ms=t_ours * 1e3, gflops=gflops,
@@ -162,7 +196,14 @@ def run(threads_list, seconds, only, rounds, bias=True):
                              torch_ms=t_torch * 1e3,
                              speedup=float(np.median(np.divide(sample["torch"], sample["ours"]))),
                              first_ms=np.median(sample["first"]) * 1e3,
-                             extra_mib=sample["extra"] / 2 ** 20))
+                             extra_mib=sample["extra"] / 2 ** 20,
+                             layer_ms=t_layer * 1e3,
+                             layer_peak_pct=100 * layer.flops / t_layer / 1e9 / peaks[threads],
+                             layer_speedup=float(np.median(np.divide(sample["torch"],
+                                                                     sample["layer"]))),
+                             layer_first_ms=np.median(sample["layer_first"]) * 1e3,
+                             layer_extra_mib=sample["layer_extra"] / 2 ** 20,
+                             held_mib=sample["held"] / 2 ** 20))
     return rows, peaks
 
 
@@ -200,7 +241,43 @@ def markdown(rows, peaks, threads_list, bias=True):
                 line += f" ({min(own):.0f}-{max(own):.0f}% of one sgemm over their own product)"
             line += f"; first call / steady state at most {max(first):.2f}x"
         lines.append(line)
+    if rows and "layer_ms" in rows[0]:
+        lines += module_table(rows, threads_list)
     return "\n".join(lines) + "\n"
+
+
+def module_table(rows, threads_list):
+    """Markdown lines for the ConvTranspose1d timings (same torch times)."""
+    lines = [
+        "",
+        "convt_blas.nn.ConvTranspose1d, the same layers and torch times: its weight "
+        "transformed for F(3,2) is kept from call to call (held MiB; made by the first "
+        "call, which the first-call column times), inputs from 128 positions on take F(3,2)",
+        "",
+        "| layer | threads | ms | GFLOP/s | % sgemm | speed-up | first call ms "
+        "| extra MiB | held MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['layer']} | {r['threads']} | {r['layer_ms']:.3f} "
+                     f"| {r['gflops'] * r['ms'] / r['layer_ms']:.1f} "
+                     f"| {r['layer_peak_pct']:.0f}% | {r['layer_speedup']:.2f}x "
+                     f"| {r['layer_first_ms']:.3f} | {r['layer_extra_mib']:.2f} "
+                     f"| {r['held_mib']:.2f} |")
+    lines.append("")
+    for t in threads_list:
+        mine = [r for r in rows if r["threads"] == t]
+        sp = [r["layer_speedup"] for r in mine]
+        big = [r["layer_peak_pct"] for r in mine if r["flops"] >= 1e9]
+        first = [r["layer_first_ms"] / r["layer_ms"] for r in mine]
+        line = (f"- {t} thread(s), ConvTranspose1d: geometric-mean speed-up "
+                f"{np.exp(np.mean(np.log(sp))):.2f}x, slowest layer {min(sp):.2f}x")
+        if big:
+            line += f"; layers >= 1 GFLOP at {min(big):.0f}-{max(big):.0f}% of sgemm"
+        line += (f"; first call / steady state at most {max(first):.2f}x; "
+                 f"extra memory per call at most {max(r['layer_extra_mib'] for r in mine):.1f} MiB")
+        lines.append(line)
+    return lines
 
 
 def chart(rows, threads_list, path):
@@ -210,14 +287,18 @@ def chart(rows, threads_list, path):
     import matplotlib.pyplot as plt
 
     labels = list(dict.fromkeys(r["layer"] for r in rows))
-    fig, ax = plt.subplots(figsize=(11, 0.38 * len(labels) + 1.5))
-    height = 0.8 / len(threads_list)
-    for j, t in enumerate(threads_list):
-        speed = [next(r["speedup"] for r in rows if r["layer"] == lab and r["threads"] == t)
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(labels) + 1.5))
+    series = [("speedup", t, f"function, {t} thread(s)") for t in threads_list]
+    if "layer_speedup" in rows[0]:
+        series += [("layer_speedup", t, f"ConvTranspose1d, {t} thread(s)")
+                   for t in threads_list]
+    height = 0.8 / len(series)
+    for j, (key, t, name) in enumerate(series):
+        speed = [next(r[key] for r in rows if r["layer"] == lab and r["threads"] == t)
                  for lab in labels]
-        ax.barh(np.arange(len(labels)) + j * height, speed, height, label=f"{t} thread(s)")
+        ax.barh(np.arange(len(labels)) + j * height, speed, height, label=name)
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks(np.arange(len(labels)) + height * (len(threads_list) - 1) / 2, labels,
+    ax.set_yticks(np.arange(len(labels)) + height * (len(series) - 1) / 2, labels,
                   fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("speed-up over torch 2.13 conv_transpose1d (higher is better)")

@@ -314,10 +314,10 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, groups, dilation,
                       out, prepared_weight=None):
-    """conv_transpose1d on the CPU. ``prepared_weight(params, w)``: a callable
-    giving ``kernels.prepare_winograd_weights(params, w)`` for the weight ``w``
-    as the kernels read it, called only when the call would use it (see
-    convt_blas.nn.ConvTranspose1d, which keeps the result)."""
+    """conv_transpose1d on the CPU. ``prepared_weight(params, w, n_threads)``: a
+    callable giving ``kernels.prepare_winograd_weights(params, w, n_threads)``
+    for the weight ``w`` as the kernels read it, called only when the call
+    would use it (see convt_blas.nn.ConvTranspose1d, which keeps the result)."""
     x = _native(_as_array(input, "input"))
     w = _native(_as_array(weight, "weight"))
     b = None if bias is None else _native(_as_array(bias, "bias"))
@@ -344,13 +344,12 @@ def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, grou
         strides = _kernel_strides(x3)
 
     params = spec.kernel_params
-    prepared = None
-    if prepared_weight is not None and kernels.takes_prepared_weights(params):
-        prepared = prepared_weight(params, w)
-    units_per_sample, per_worker = kernels.plan_sizes(params, prepared is not None)
+    takes_prepared = prepared_weight is not None and kernels.takes_prepared_weights(params)
+    units_per_sample, per_worker = kernels.plan_sizes(params, takes_prepared)
     flops = 2 * spec.batch * spec.in_length * spec.in_channels * spec.kernel_size * (
         spec.out_channels // spec.groups)
     workers = _threads.plan_threads(spec.batch * units_per_sample, flops)
+    prepared = prepared_weight(params, w, workers) if takes_prepared else None
     workspace = _workspace(x3.dtype, per_worker * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
     # An unaligned or float16 out= is filled from an aligned result at the end.

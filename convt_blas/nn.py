@@ -131,9 +131,9 @@ class ConvTranspose1d:
     weight transformed for it after the first call of 128 or more input
     positions: twice the weight's memory, which spares later calls the
     transform and lets inputs from 128 positions on take F(3,2) (512 for
-    :func:`convt_blas.conv_transpose1d`). A new weight drops it. Results
-    equal the function's within rounding; for inputs of 512 positions or
-    more, bitwise.
+    :func:`convt_blas.conv_transpose1d`). A new weight drops it;
+    ``keep_transformed_weight = False`` turns this off. Results equal the
+    function's within rounding; for inputs of 512 positions or more, bitwise.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -171,6 +171,7 @@ class ConvTranspose1d:
         self._bias = np.empty(self.out_channels, self.dtype) if bias else None
         # (weight, its F(3,2) transform) from the last call that used one.
         self._transformed = None
+        self._keep_transformed = True
         self.reset_parameters(rng)
 
     # -- parameters -------------------------------------------------------------------
@@ -187,6 +188,24 @@ class ConvTranspose1d:
     @weight.setter
     def weight(self, value):
         self._set_weight(self._checked_parameter("weight", value, self.weight_shape))
+
+    @property
+    def keep_transformed_weight(self):
+        """Whether calls keep the weight transformed for F(3,2) (default True; see Notes).
+
+        False drops it and makes every call the function's, for layers whose
+        weight should not take twice its memory again.
+        """
+        return self._keep_transformed
+
+    @keep_transformed_weight.setter
+    def keep_transformed_weight(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"keep_transformed_weight takes True or False, "
+                            f"not {type(value).__name__}")
+        self._keep_transformed = bool(value)
+        if not value:
+            self._transformed = None
 
     def _set_weight(self, weight):
         self._weight = weight
@@ -418,11 +437,12 @@ class ConvTranspose1d:
                                     output_padding, self.groups, self.dilation, out=out)
         x = _as_array(input, "input")
         output_padding = self._output_padding_for(x, output_size)
+        transformed = (functools.partial(self._transformed_weight, weight)
+                       if self._keep_transformed else None)
         return _conv_transpose1d(x, weight, bias, self.stride, self.padding, output_padding,
-                                 self.groups, self.dilation, out,
-                                 functools.partial(self._transformed_weight, weight))
+                                 self.groups, self.dilation, out, transformed)
 
-    def _transformed_weight(self, weight, params, kernel_weight):
+    def _transformed_weight(self, weight, params, kernel_weight, n_threads):
         """``weight`` transformed for F(3,2) (``kernel_weight``: as the kernels read it), kept.
 
         Keyed by the weight array, which is read-only: a call racing an
@@ -432,8 +452,9 @@ class ConvTranspose1d:
         held = self._transformed
         if held is not None and held[0] is weight:
             return held[1]
-        transformed = kernels.prepare_winograd_weights(params, kernel_weight)
-        self._transformed = (weight, transformed)
+        transformed = kernels.prepare_winograd_weights(params, kernel_weight, n_threads)
+        if self._keep_transformed:
+            self._transformed = (weight, transformed)
         return transformed
 
     forward = __call__

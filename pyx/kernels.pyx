@@ -757,24 +757,24 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
                       * plan.out_length)
 
 
-cdef void _winograd_weights(const convt_blas_params* p, int64_t c_in_g, int64_t c_out_g,
-                            const scalar_t* w_block, int64_t n_channels, int64_t ld,
-                            scalar_t* weights) noexcept nogil:
-    """The block's taps as four (C_in/g, n_channels*s) matrices: W1, (W0+W1)/2, (W1-W0)/2, W0.
+cdef void _winograd_weights(const convt_blas_params* p, int64_t c_out_g,
+                            const scalar_t* w_rows, int64_t n_rows, int64_t n_channels,
+                            int64_t ld, int64_t step, scalar_t* weights) noexcept nogil:
+    """A block's taps as four (C_in/g, n_channels*s) matrices: W1, (W0+W1)/2, (W1-W0)/2, W0.
 
     W0 and W1 are the taps k < s and k >= s: W_j[i, c*s + r] = W_g[i, c, j*s + r].
-    Rows are ``ld`` apart, matrices C_in/g * ld. Halving is exact, so it
-    costs no rounding.
+    Writes ``n_rows`` input channels from ``w_rows`` on; rows are ``ld``
+    apart, matrices ``step``. Halving is exact, so it costs no rounding.
     """
     cdef int64_t s = p.stride, K = p.kernel_size
-    cdef int64_t i, c, r, step = c_in_g * ld
+    cdef int64_t i, c, r
     cdef const scalar_t* src
     cdef scalar_t* late
     cdef scalar_t half = 0.5
-    for i in range(c_in_g):
+    for i in range(n_rows):
         late = weights + i * ld
         for c in range(n_channels):
-            src = w_block + i * c_out_g * K + c * K
+            src = w_rows + i * c_out_g * K + c * K
             for r in range(s):
                 late[c * s + r] = src[s + r]
                 late[step + c * s + r] = half * (src[r] + src[s + r])
@@ -964,9 +964,9 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
         weights = worker
         weight_key = g * plan.n_blocks + block
         if held[0] != weight_key:
-            _winograd_weights(p, c_in_g, plan.c_out_g,
+            _winograd_weights(p, plan.c_out_g,
                               w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
-                              n_channels, rows, worker)
+                              c_in_g, n_channels, rows, c_in_g * rows, worker)
             held[0] = weight_key
     weight_step = c_in_g * ld_w
     input_key = (g * sample_groups + sample_group) * plan.n_tiles + tile
@@ -1335,7 +1335,22 @@ def raise_for_status(int status):
     raise ValueError(f"convt_blas kernel: {status_message(status)}")
 
 
-def prepare_winograd_weights(tuple shape, cnp.ndarray weight):
+cdef void _prepare_weights(const convt_blas_params* p, const scalar_t* w,
+                           scalar_t* prepared, int n_threads) noexcept nogil:
+    """Every group's weight as _winograd_weights lays a block out, all channels in one block."""
+    cdef int64_t c_in_g = p.in_channels / p.groups, c_out_g = p.out_channels / p.groups
+    cdef int64_t ld = c_out_g * p.stride, step = c_in_g * ld, rows_per_chunk = 16
+    cdef int64_t chunks_per_group = _ceil_div(c_in_g, rows_per_chunk)
+    cdef int64_t chunk, g, i0
+    for chunk in prange(p.groups * chunks_per_group, num_threads=n_threads, schedule='static'):
+        g = chunk / chunks_per_group
+        i0 = (chunk % chunks_per_group) * rows_per_chunk
+        _winograd_weights(p, c_out_g, w + (g * c_in_g + i0) * c_out_g * p.kernel_size,
+                          _min(rows_per_chunk, c_in_g - i0), c_out_g, ld, step,
+                          prepared + 4 * g * step + i0 * ld)
+
+
+def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
     """The weight transformed for F(3,2), for run's ``prepared``; None if the layer never takes it.
 
     ``shape`` as in plan_sizes (batch and length are not used); ``weight``:
@@ -1345,40 +1360,31 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight):
     """
     cdef convt_blas_params p
     cdef Plan plan
-    cdef int64_t g, c_in_g, c_out_g, group_elements
     cdef cnp.ndarray prepared
-    cdef char* src
-    cdef char* dst
+    cdef void* src = cnp.PyArray_DATA(weight)
+    cdef void* dst
     cdef int type_num = cnp.PyArray_TYPE(weight)
+    if type_num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64, cnp.NPY_COMPLEX64, cnp.NPY_COMPLEX128):
+        raise TypeError(f"prepare_winograd_weights: unsupported dtype {weight.dtype}")
     _fill_params(&p, shape)
     p.batch, p.in_length = 0, 2 * p.padding + 1  # any length: the transform does not use it
     raise_for_status(_make_plan_with(&p, &plan, True, True))
     if not plan.prepared_weights:
         return None
-    c_in_g, c_out_g = plan.c_in_g, plan.c_out_g
-    if (cnp.PyArray_SIZE(weight) != c_in_g * p.groups * c_out_g * p.kernel_size
+    if (cnp.PyArray_SIZE(weight) != p.in_channels * plan.c_out_g * p.kernel_size
             or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
         raise ValueError("prepare_winograd_weights: the weight does not match the shape")
-    group_elements = 4 * c_in_g * c_out_g * p.stride
-    prepared = cnp.PyArray_EMPTY(1, [p.groups * group_elements], type_num, 0)
-    src = <char*>cnp.PyArray_DATA(weight)
-    dst = <char*>cnp.PyArray_DATA(prepared)
+    prepared = cnp.PyArray_EMPTY(1, [4 * p.in_channels * plan.c_out_g * p.stride], type_num, 0)
+    dst = cnp.PyArray_DATA(prepared)
     with nogil:
-        for g in range(p.groups):
-            if type_num == cnp.NPY_FLOAT32:
-                _winograd_weights(&p, c_in_g, c_out_g, <float*>src + g * c_in_g * c_out_g * p.kernel_size,
-                                  c_out_g, c_out_g * p.stride, <float*>dst + g * group_elements)
-            elif type_num == cnp.NPY_FLOAT64:
-                _winograd_weights(&p, c_in_g, c_out_g, <double*>src + g * c_in_g * c_out_g * p.kernel_size,
-                                  c_out_g, c_out_g * p.stride, <double*>dst + g * group_elements)
-            elif type_num == cnp.NPY_COMPLEX64:
-                _winograd_weights(&p, c_in_g, c_out_g,
-                                  <float complex*>src + g * c_in_g * c_out_g * p.kernel_size,
-                                  c_out_g, c_out_g * p.stride, <float complex*>dst + g * group_elements)
-            else:
-                _winograd_weights(&p, c_in_g, c_out_g,
-                                  <double complex*>src + g * c_in_g * c_out_g * p.kernel_size,
-                                  c_out_g, c_out_g * p.stride, <double complex*>dst + g * group_elements)
+        if type_num == cnp.NPY_FLOAT32:
+            _prepare_weights(&p, <float*>src, <float*>dst, n_threads)
+        elif type_num == cnp.NPY_FLOAT64:
+            _prepare_weights(&p, <double*>src, <double*>dst, n_threads)
+        elif type_num == cnp.NPY_COMPLEX64:
+            _prepare_weights(&p, <float complex*>src, <float complex*>dst, n_threads)
+        else:
+            _prepare_weights(&p, <double complex*>src, <double complex*>dst, n_threads)
     return prepared
 
 

@@ -332,3 +332,28 @@ def test_prepared_weight_of_another_layer_is_refused(rng):
     for prepared in (other, other.astype(np.float64), np.zeros(2 * w.size, np.float32)[::2]):
         with pytest.raises(ValueError, match="prepared weight"):
             kernels.run(shape, x, (128 * 200, 200, 1), w, b, out, workspace, 1, prepared)
+
+
+def test_layer_can_keep_no_transform(rng):
+    x, w, b = make_case(rng, 2, 128, 64, 8, 200, 1)
+    layer = layer_with(w, b, 4, 2)
+    layer(x)
+    assert layer._transformed is not None
+    layer.keep_transformed_weight = False
+    assert layer._transformed is None and not layer.keep_transformed_weight
+    np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, w, b, 4, 2))
+    assert layer._transformed is None
+    with pytest.raises(TypeError, match="True or False"):
+        layer.keep_transformed_weight = 1
+
+
+def test_prepared_weight_is_the_same_for_any_thread_count(rng):
+    shape = (1, 96 * 3, 200, 40 * 3, 8, 4, 2, 0, 1, 3)  # three groups, rows in chunks
+    _, w, _ = make_case(rng, 1, 96, 40, 8, 200, 3)
+    one = kernels.prepare_winograd_weights(shape, w, 1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(kernels.prepare_winograd_weights(shape, w, threads), one)
+    # Group 1's W1 (taps s..2s-1) row i, channel c at [4*g*step + i*ld + c*s + r].
+    ld, step = 40 * 4, 96 * 40 * 4
+    np.testing.assert_array_equal(one[4 * step + 5 * ld: 4 * step + 6 * ld],
+                                  w[96 + 5, :, 4:].ravel())

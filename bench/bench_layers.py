@@ -302,7 +302,7 @@ def chart(rows, threads_list, path):
                   fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("speed-up over torch 2.13 conv_transpose1d (higher is better)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

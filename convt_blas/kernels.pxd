@@ -24,6 +24,7 @@ cdef extern from "convt_blas.h":
         CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
         CONVT_BLAS_ERR_OVERFLOW
         CONVT_BLAS_ERR_NO_MEMORY
+        CONVT_BLAS_ERR_BAD_PREPARED
 
     const char* convt_blas_strerror(int status) noexcept nogil
 
@@ -73,4 +74,51 @@ cdef int conv_transpose1d_c128(
     const double complex* input, int64_t input_stride_batch,
     int64_t input_stride_channel, int64_t input_stride_length,
     const double complex* weight, const double complex* bias, double complex* out,
+    double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+
+# A weight kept transformed for Winograd's F(3,2) (include/convt_blas.h
+# explains when it is taken): its length (0: the layer does not qualify;
+# -1: invalid parameters), the workspace a call passing it needs, the
+# transform, and the kernel that reads it (``prepared`` may be NULL).
+cdef int64_t prepared_weight_length(const convt_blas_params* p) noexcept nogil
+cdef int64_t workspace_length_prepared(const convt_blas_params* p, int n_threads) noexcept nogil
+cdef int prepare_weight_f32(
+    const convt_blas_params* p, const float* weight, float* prepared,
+    int64_t prepared_len, int n_threads) noexcept nogil
+cdef int prepare_weight_f64(
+    const convt_blas_params* p, const double* weight, double* prepared,
+    int64_t prepared_len, int n_threads) noexcept nogil
+cdef int prepare_weight_c64(
+    const convt_blas_params* p, const float complex* weight, float complex* prepared,
+    int64_t prepared_len, int n_threads) noexcept nogil
+cdef int prepare_weight_c128(
+    const convt_blas_params* p, const double complex* weight, double complex* prepared,
+    int64_t prepared_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_prepared_f32(
+    const convt_blas_params* p,
+    const float* input, int64_t input_stride_batch,
+    int64_t input_stride_channel, int64_t input_stride_length,
+    const float* weight, const float* prepared, int64_t prepared_len,
+    const float* bias, float* out,
+    float* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_prepared_f64(
+    const convt_blas_params* p,
+    const double* input, int64_t input_stride_batch,
+    int64_t input_stride_channel, int64_t input_stride_length,
+    const double* weight, const double* prepared, int64_t prepared_len,
+    const double* bias, double* out,
+    double* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_prepared_c64(
+    const convt_blas_params* p,
+    const float complex* input, int64_t input_stride_batch,
+    int64_t input_stride_channel, int64_t input_stride_length,
+    const float complex* weight, const float complex* prepared, int64_t prepared_len,
+    const float complex* bias, float complex* out,
+    float complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_prepared_c128(
+    const convt_blas_params* p,
+    const double complex* input, int64_t input_stride_batch,
+    int64_t input_stride_channel, int64_t input_stride_length,
+    const double complex* weight, const double complex* prepared, int64_t prepared_len,
+    const double complex* bias, double complex* out,
     double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil

@@ -40,7 +40,8 @@ enum {
     CONVT_BLAS_ERR_BAD_STRIDES = -3,
     CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL = -4,
     CONVT_BLAS_ERR_OVERFLOW = -5,
-    CONVT_BLAS_ERR_NO_MEMORY = -6
+    CONVT_BLAS_ERR_NO_MEMORY = -6,
+    CONVT_BLAS_ERR_BAD_PREPARED = -7
 };
 
 #if defined(__cplusplus) || (defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L)
@@ -62,6 +63,7 @@ CONVT_BLAS_INLINE const char *convt_blas_strerror(int status)
     case CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL: return "workspace too small";
     case CONVT_BLAS_ERR_OVERFLOW: return "sizes overflow the kernel's index range";
     case CONVT_BLAS_ERR_NO_MEMORY: return "cannot allocate the workspace";
+    case CONVT_BLAS_ERR_BAD_PREPARED: return "prepared weight does not match the layer";
     default: return "unknown convt_blas status";
     }
 }
@@ -123,11 +125,58 @@ CONVT_BLAS_KERNEL_TYPE(convt_blas_kernel_c64, CONVT_BLAS_COMPLEX64);
 CONVT_BLAS_KERNEL_TYPE(convt_blas_kernel_c128, CONVT_BLAS_COMPLEX128);
 #undef CONVT_BLAS_KERNEL_TYPE
 
+/*
+ * A weight kept transformed for Winograd's F(3,2) (API version 2), as
+ * convt_blas.nn.ConvTranspose1d keeps it: for layers with kernel_size ==
+ * 2*stride, dilation 1, C_in/groups >= 64 and C_out/groups*stride >= 64.
+ * Calls that pass it skip transforming the weight and take F(3,2) from 128
+ * input positions on (512 without it); results equal the plain kernel's
+ * within float rounding, bitwise from 512 positions on, and, like its, do
+ * not depend on n_threads or the split of the batch.
+ *
+ * prepare_weight_T(p, weight, prepared, prepared_len, n_threads) fills
+ * prepared (prepared_len == prepared_weight_length(p) elements, twice the
+ * weight's) from weight; CONVT_BLAS_ERR_BAD_SHAPE if the layer does not
+ * qualify, CONVT_BLAS_ERR_BAD_PREPARED for another length.
+ *
+ * conv_transpose1d_prepared_T takes the plain kernel's arguments plus
+ * prepared and prepared_len after weight (weight is still read: short
+ * inputs and batch elements whose result is not finite take the plain
+ * path). prepared may be NULL (then it is the plain kernel); for a layer
+ * that qualifies, a length other than prepared_weight_length(p) gives
+ * CONVT_BLAS_ERR_BAD_PREPARED, whatever the input length. The workspace
+ * must hold workspace_length_prepared(p, n_threads) elements. Keep prepared
+ * in step with weight: a transform of an older weight gives that weight's
+ * result.
+ */
+#define CONVT_BLAS_PREPARE_TYPE(name, T)                                      \
+    typedef int (*name)(const convt_blas_params *p, const T *weight,          \
+                        T *prepared, int64_t prepared_len, int n_threads)
+CONVT_BLAS_PREPARE_TYPE(convt_blas_prepare_f32, float);
+CONVT_BLAS_PREPARE_TYPE(convt_blas_prepare_f64, double);
+CONVT_BLAS_PREPARE_TYPE(convt_blas_prepare_c64, CONVT_BLAS_COMPLEX64);
+CONVT_BLAS_PREPARE_TYPE(convt_blas_prepare_c128, CONVT_BLAS_COMPLEX128);
+#undef CONVT_BLAS_PREPARE_TYPE
+
+#define CONVT_BLAS_PREPARED_KERNEL_TYPE(name, T)                              \
+    typedef int (*name)(const convt_blas_params *p, const T *input,           \
+                        int64_t input_stride_batch,                           \
+                        int64_t input_stride_channel,                         \
+                        int64_t input_stride_length, const T *weight,         \
+                        const T *prepared, int64_t prepared_len,              \
+                        const T *bias, T *out, T *workspace,                  \
+                        int64_t workspace_len, int n_threads)
+CONVT_BLAS_PREPARED_KERNEL_TYPE(convt_blas_prepared_kernel_f32, float);
+CONVT_BLAS_PREPARED_KERNEL_TYPE(convt_blas_prepared_kernel_f64, double);
+CONVT_BLAS_PREPARED_KERNEL_TYPE(convt_blas_prepared_kernel_c64, CONVT_BLAS_COMPLEX64);
+CONVT_BLAS_PREPARED_KERNEL_TYPE(convt_blas_prepared_kernel_c128, CONVT_BLAS_COMPLEX128);
+#undef CONVT_BLAS_PREPARED_KERNEL_TYPE
+
 /* ABI version: the layout of the fields below; a library with another one
  * cannot serve this header. API version: grows when entries are appended at
  * the end, so a newer library serves callers built with an older header. */
 #define CONVT_BLAS_ABI_VERSION 1
-#define CONVT_BLAS_API_VERSION 1
+#define CONVT_BLAS_API_VERSION 2
 #define CONVT_BLAS_CAPSULE_NAME "convt_blas._C_API"
 
 typedef struct convt_blas_api {
@@ -147,6 +196,22 @@ typedef struct convt_blas_api {
     convt_blas_kernel_f64 conv_transpose1d_f64;
     convt_blas_kernel_c64 conv_transpose1d_c64;
     convt_blas_kernel_c128 conv_transpose1d_c128;
+    /* API version 2: a weight kept transformed for F(3,2) (see above). */
+    /* Elements of the transformed weight; 0 if the layer does not qualify
+     * (or Winograd is off), -1 for a NULL or invalid p. Batch and in_length
+     * are not read. */
+    int64_t (*prepared_weight_length)(const convt_blas_params *p);
+    /* Workspace elements a call passing a prepared weight needs; -1 for a
+     * NULL or invalid p. */
+    int64_t (*workspace_length_prepared)(const convt_blas_params *p, int n_threads);
+    convt_blas_prepare_f32 prepare_weight_f32;
+    convt_blas_prepare_f64 prepare_weight_f64;
+    convt_blas_prepare_c64 prepare_weight_c64;
+    convt_blas_prepare_c128 prepare_weight_c128;
+    convt_blas_prepared_kernel_f32 conv_transpose1d_prepared_f32;
+    convt_blas_prepared_kernel_f64 conv_transpose1d_prepared_f64;
+    convt_blas_prepared_kernel_c64 conv_transpose1d_prepared_c64;
+    convt_blas_prepared_kernel_c128 conv_transpose1d_prepared_c128;
 } convt_blas_api;
 
 #ifdef Py_PYTHON_H

@@ -18,7 +18,9 @@ any split of the batch.
 
 Layers with K == 2*stride may instead run Winograd's F(3,2): four GEMMs
 for every three output strides instead of six (_run_winograd_unit; the
-rule is in _make_plan), cut into units the same way.
+rule is in _make_plan), cut into units the same way. Its weight may come
+transformed beforehand (_prepare_weights; ConvTranspose1d keeps it), which
+lets shorter inputs take it.
 """
 
 cimport cython
@@ -399,6 +401,24 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     return CONVT_BLAS_OK
 
 
+cdef int64_t prepared_weight_length(const convt_blas_params* p) noexcept nogil:
+    """Elements of the layer's weight transformed for F(3,2) (twice the weight's); 0 if
+    its calls never take it (or Winograd is off), -1 if ``p`` is NULL or invalid.
+    The batch and input length are not read."""
+    cdef convt_blas_params layer
+    cdef Plan plan
+    if p == NULL or p.padding < 0 or p.padding > (INT64_MAX - 1) / 2:
+        return -1
+    layer = p[0]
+    layer.batch = 0
+    layer.in_length = 2 * layer.padding + 1  # some length with outputs: the transform ignores it
+    if _make_plan_with(&layer, &plan, WINOGRAD_ENABLED, True) != CONVT_BLAS_OK:
+        return -1
+    if not plan.prepared_weights:
+        return 0
+    return 4 * layer.in_channels * plan.c_out_g * layer.stride
+
+
 cdef inline int64_t _weight_block_elements(const Plan* plan, int64_t s) noexcept nogil:
     """One transformed weight matrix in a worker's Winograd workspace (0 if prepared)."""
     return 0 if plan.prepared_weights else plan.c_in_g * plan.block_channels * s
@@ -453,9 +473,18 @@ cdef int64_t units_per_sample(const convt_blas_params* p) noexcept nogil:
 
 
 cdef int64_t workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil:
+    return _workspace_length(p, n_threads, False)
+
+
+cdef int64_t workspace_length_prepared(const convt_blas_params* p, int n_threads) noexcept nogil:
+    return _workspace_length(p, n_threads, True)
+
+
+cdef int64_t _workspace_length(const convt_blas_params* p, int n_threads,
+                               bint prepared) noexcept nogil:
     cdef Plan plan
     cdef int64_t per_worker, workers
-    if _make_plan(p, &plan) != CONVT_BLAS_OK:
+    if _make_plan_with(p, &plan, WINOGRAD_ENABLED, prepared) != CONVT_BLAS_OK:
         return -1
     per_worker = plan.worker_elements
     workers = _worker_count(&plan, n_threads)
@@ -1057,11 +1086,12 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
 
 cdef int _conv_transpose1d(const convt_blas_params* p,
                            const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                           const scalar_t* w, const scalar_t* prepared,
+                           const scalar_t* w, const scalar_t* prepared, int64_t prepared_len,
                            const scalar_t* bias, scalar_t* out,
                            scalar_t* workspace, int64_t workspace_len,
                            int n_threads) noexcept nogil:
-    """The convolution; ``prepared``: the weight as prepare_winograd_weights gives it, or NULL."""
+    """The convolution. ``prepared``: NULL, or the weight as _prepare_weights lays it
+    out (``prepared_len`` elements), used when the plan takes it."""
     cdef Plan plan
     cdef int status = _make_plan_with(p, &plan, WINOGRAD_ENABLED, prepared != NULL)
     cdef int64_t per_worker, workers
@@ -1070,6 +1100,8 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return status
     if x == NULL or w == NULL or out == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
+    if plan.prepared_weights and prepared_len != prepared_weight_length(p):
+        return CONVT_BLAS_ERR_BAD_PREPARED
     # BLAS needs unit stride along one axis and a leading dimension that
     # fits in int and spans the other axis.
     if sx_l == 1:
@@ -1207,7 +1239,7 @@ cdef int conv_transpose1d_f32(
         const float* weight, const float* bias, float* out,
         float* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
     return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
-                             input_stride_length, weight, NULL, bias, out,
+                             input_stride_length, weight, NULL, 0, bias, out,
                              workspace, workspace_len, n_threads)
 
 
@@ -1218,7 +1250,7 @@ cdef int conv_transpose1d_f64(
         const double* weight, const double* bias, double* out,
         double* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
     return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
-                             input_stride_length, weight, NULL, bias, out,
+                             input_stride_length, weight, NULL, 0, bias, out,
                              workspace, workspace_len, n_threads)
 
 
@@ -1229,7 +1261,7 @@ cdef int conv_transpose1d_c64(
         const float complex* weight, const float complex* bias, float complex* out,
         float complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
     return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
-                             input_stride_length, weight, NULL, bias, out,
+                             input_stride_length, weight, NULL, 0, bias, out,
                              workspace, workspace_len, n_threads)
 
 
@@ -1240,7 +1272,80 @@ cdef int conv_transpose1d_c128(
         const double complex* weight, const double complex* bias, double complex* out,
         double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
     return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
-                             input_stride_length, weight, NULL, bias, out,
+                             input_stride_length, weight, NULL, 0, bias, out,
+                             workspace, workspace_len, n_threads)
+
+
+# With a weight kept transformed for F(3,2) (prepared_weight_length).
+cdef int prepare_weight_f32(
+        const convt_blas_params* p, const float* weight, float* prepared,
+        int64_t prepared_len, int n_threads) noexcept nogil:
+    return _prepare_weights(p, weight, prepared, prepared_len, n_threads)
+
+
+cdef int conv_transpose1d_prepared_f32(
+        const convt_blas_params* p,
+        const float* input, int64_t input_stride_batch,
+        int64_t input_stride_channel, int64_t input_stride_length,
+        const float* weight, const float* prepared, int64_t prepared_len,
+        const float* bias, float* out,
+        float* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
+    return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
+                             input_stride_length, weight, prepared, prepared_len, bias, out,
+                             workspace, workspace_len, n_threads)
+
+
+cdef int prepare_weight_f64(
+        const convt_blas_params* p, const double* weight, double* prepared,
+        int64_t prepared_len, int n_threads) noexcept nogil:
+    return _prepare_weights(p, weight, prepared, prepared_len, n_threads)
+
+
+cdef int conv_transpose1d_prepared_f64(
+        const convt_blas_params* p,
+        const double* input, int64_t input_stride_batch,
+        int64_t input_stride_channel, int64_t input_stride_length,
+        const double* weight, const double* prepared, int64_t prepared_len,
+        const double* bias, double* out,
+        double* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
+    return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
+                             input_stride_length, weight, prepared, prepared_len, bias, out,
+                             workspace, workspace_len, n_threads)
+
+
+cdef int prepare_weight_c64(
+        const convt_blas_params* p, const float complex* weight, float complex* prepared,
+        int64_t prepared_len, int n_threads) noexcept nogil:
+    return _prepare_weights(p, weight, prepared, prepared_len, n_threads)
+
+
+cdef int conv_transpose1d_prepared_c64(
+        const convt_blas_params* p,
+        const float complex* input, int64_t input_stride_batch,
+        int64_t input_stride_channel, int64_t input_stride_length,
+        const float complex* weight, const float complex* prepared, int64_t prepared_len,
+        const float complex* bias, float complex* out,
+        float complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
+    return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
+                             input_stride_length, weight, prepared, prepared_len, bias, out,
+                             workspace, workspace_len, n_threads)
+
+
+cdef int prepare_weight_c128(
+        const convt_blas_params* p, const double complex* weight, double complex* prepared,
+        int64_t prepared_len, int n_threads) noexcept nogil:
+    return _prepare_weights(p, weight, prepared, prepared_len, n_threads)
+
+
+cdef int conv_transpose1d_prepared_c128(
+        const convt_blas_params* p,
+        const double complex* input, int64_t input_stride_batch,
+        int64_t input_stride_channel, int64_t input_stride_length,
+        const double complex* weight, const double complex* prepared, int64_t prepared_len,
+        const double complex* bias, double complex* out,
+        double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil:
+    return _conv_transpose1d(p, input, input_stride_batch, input_stride_channel,
+                             input_stride_length, weight, prepared, prepared_len, bias, out,
                              workspace, workspace_len, n_threads)
 
 
@@ -1335,19 +1440,34 @@ def raise_for_status(int status):
     raise ValueError(f"convt_blas kernel: {status_message(status)}")
 
 
-cdef void _prepare_weights(const convt_blas_params* p, const scalar_t* w,
-                           scalar_t* prepared, int n_threads) noexcept nogil:
-    """Every group's weight as _winograd_weights lays a block out, all channels in one block."""
-    cdef int64_t c_in_g = p.in_channels / p.groups, c_out_g = p.out_channels / p.groups
-    cdef int64_t ld = c_out_g * p.stride, step = c_in_g * ld, rows_per_chunk = 16
-    cdef int64_t chunks_per_group = _ceil_div(c_in_g, rows_per_chunk)
+cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
+                          scalar_t* prepared, int64_t prepared_len, int n_threads) noexcept nogil:
+    """Every group's weight as _winograd_weights lays a block out, all channels in one block.
+
+    ``prepared_len`` must be prepared_weight_length(p), which is 0 (the layer
+    does not qualify: CONVT_BLAS_ERR_BAD_SHAPE) or twice the weight's size.
+    """
+    cdef int64_t c_in_g, c_out_g, ld, step, rows_per_chunk = 16, chunks_per_group
     cdef int64_t chunk, g, i0
+    cdef int64_t needed = prepared_weight_length(p)
+    if p == NULL or w == NULL or prepared == NULL:
+        return CONVT_BLAS_ERR_NULL_POINTER
+    if needed <= 0:
+        return CONVT_BLAS_ERR_BAD_SHAPE
+    if prepared_len != needed:
+        return CONVT_BLAS_ERR_BAD_PREPARED
+    c_in_g = p.in_channels / p.groups
+    c_out_g = p.out_channels / p.groups
+    ld = c_out_g * p.stride
+    step = c_in_g * ld
+    chunks_per_group = _ceil_div(c_in_g, rows_per_chunk)
     for chunk in prange(p.groups * chunks_per_group, num_threads=n_threads, schedule='static'):
         g = chunk / chunks_per_group
         i0 = (chunk % chunks_per_group) * rows_per_chunk
         _winograd_weights(p, c_out_g, w + (g * c_in_g + i0) * c_out_g * p.kernel_size,
                           _min(rows_per_chunk, c_in_g - i0), c_out_g, ld, step,
                           prepared + 4 * g * step + i0 * ld)
+    return CONVT_BLAS_OK
 
 
 def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
@@ -1359,7 +1479,8 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
     (C_in/g, C_out/g * stride) each: twice the weight's size.
     """
     cdef convt_blas_params p
-    cdef Plan plan
+    cdef int64_t length
+    cdef int status
     cdef cnp.ndarray prepared
     cdef void* src = cnp.PyArray_DATA(weight)
     cdef void* dst
@@ -1367,24 +1488,27 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
     if type_num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64, cnp.NPY_COMPLEX64, cnp.NPY_COMPLEX128):
         raise TypeError(f"prepare_winograd_weights: unsupported dtype {weight.dtype}")
     _fill_params(&p, shape)
-    p.batch, p.in_length = 0, 2 * p.padding + 1  # any length: the transform does not use it
-    raise_for_status(_make_plan_with(&p, &plan, True, True))
-    if not plan.prepared_weights:
+    length = prepared_weight_length(&p)
+    if length < 0:
+        raise_for_status(CONVT_BLAS_ERR_BAD_SHAPE)
+    if length == 0:
         return None
-    if (cnp.PyArray_SIZE(weight) != p.in_channels * plan.c_out_g * p.kernel_size
-            or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
+    if (cnp.PyArray_SIZE(weight) != length / 2 or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
         raise ValueError("prepare_winograd_weights: the weight does not match the shape")
-    prepared = cnp.PyArray_EMPTY(1, [4 * p.in_channels * plan.c_out_g * p.stride], type_num, 0)
+    prepared = cnp.PyArray_EMPTY(1, [length], type_num, 0)
     dst = cnp.PyArray_DATA(prepared)
     with nogil:
         if type_num == cnp.NPY_FLOAT32:
-            _prepare_weights(&p, <float*>src, <float*>dst, n_threads)
+            status = _prepare_weights(&p, <float*>src, <float*>dst, length, n_threads)
         elif type_num == cnp.NPY_FLOAT64:
-            _prepare_weights(&p, <double*>src, <double*>dst, n_threads)
+            status = _prepare_weights(&p, <double*>src, <double*>dst, length, n_threads)
         elif type_num == cnp.NPY_COMPLEX64:
-            _prepare_weights(&p, <float complex*>src, <float complex*>dst, n_threads)
+            status = _prepare_weights(&p, <float complex*>src, <float complex*>dst, length,
+                                      n_threads)
         else:
-            _prepare_weights(&p, <double complex*>src, <double complex*>dst, n_threads)
+            status = _prepare_weights(&p, <double complex*>src, <double complex*>dst, length,
+                                      n_threads)
+    raise_for_status(status)
     return prepared
 
 
@@ -1404,6 +1528,7 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* wp = cnp.PyArray_DATA(weight)
     cdef void* pp = NULL
+    cdef int64_t prepared_len = 0
     cdef cnp.ndarray held
     cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
     cdef void* op = cnp.PyArray_DATA(out)
@@ -1414,26 +1539,27 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
     if prepared is not None:
         # A transform of another layer would be read past its end.
         held = <cnp.ndarray?>prepared
-        if (cnp.PyArray_TYPE(held) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(held)
-                or cnp.PyArray_SIZE(held) != 4 * p.in_channels * (p.out_channels / p.groups) * p.stride):
+        if cnp.PyArray_TYPE(held) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(held):
             raise ValueError("prepared weight does not match the layer")
         pp = cnp.PyArray_DATA(held)
+        prepared_len = cnp.PyArray_SIZE(held)
     with nogil:
         if type_num == cnp.NPY_FLOAT32:
-            status = _conv_transpose1d(&p, <float*>xp, sx_n, sx_c, sx_l, <float*>wp, <float*>pp,
-                                       <float*>bp, <float*>op, <float*>wsp, ws_len, n_threads)
+            status = _conv_transpose1d(&p, <float*>xp, sx_n, sx_c, sx_l, <float*>wp,
+                                       <float*>pp, prepared_len, <float*>bp, <float*>op,
+                                       <float*>wsp, ws_len, n_threads)
         elif type_num == cnp.NPY_FLOAT64:
             status = _conv_transpose1d(&p, <double*>xp, sx_n, sx_c, sx_l, <double*>wp,
-                                       <double*>pp, <double*>bp, <double*>op, <double*>wsp,
-                                       ws_len, n_threads)
+                                       <double*>pp, prepared_len, <double*>bp, <double*>op,
+                                       <double*>wsp, ws_len, n_threads)
         elif type_num == cnp.NPY_COMPLEX64:
             status = _conv_transpose1d(&p, <float complex*>xp, sx_n, sx_c, sx_l,
-                                       <float complex*>wp, <float complex*>pp,
+                                       <float complex*>wp, <float complex*>pp, prepared_len,
                                        <float complex*>bp, <float complex*>op,
                                        <float complex*>wsp, ws_len, n_threads)
         elif type_num == cnp.NPY_COMPLEX128:
             status = _conv_transpose1d(&p, <double complex*>xp, sx_n, sx_c, sx_l,
-                                       <double complex*>wp, <double complex*>pp,
+                                       <double complex*>wp, <double complex*>pp, prepared_len,
                                        <double complex*>bp, <double complex*>op,
                                        <double complex*>wsp, ws_len, n_threads)
         else:

@@ -100,6 +100,100 @@ static PyObject *call(PyObject *self, PyObject *args)
     return PyLong_FromLong(status);
 }
 
+/* prepare(dtype, params, weight, prepared, n_threads) -> status; prepared_len is the
+ * prepared buffer's element count (0 for None). */
+static PyObject *prepare(PyObject *self, PyObject *args)
+{
+    const char *dtype;
+    PyObject *params_obj, *objs[2];
+    int n_threads, i, status = 0;
+    convt_blas_params storage;
+    const convt_blas_params *p;
+    Py_buffer views[2];
+    void *ptr[2];
+    int64_t prepared_len;
+
+    if (!PyArg_ParseTuple(args, "sOOOi", &dtype, &params_obj, &objs[0], &objs[1], &n_threads))
+        return NULL;
+    if (get_params(params_obj, &storage, &p) < 0)
+        return NULL;
+    for (i = 0; i < 2; i++) {
+        if (get_pointer(objs[i], &views[i], i == 1, &ptr[i]) < 0) {
+            while (i-- > 0)
+                PyBuffer_Release(&views[i]);
+            return NULL;
+        }
+    }
+    prepared_len = ptr[1] != NULL ? views[1].len / views[1].itemsize : 0;
+#define PREPARE(entry) convt_blas_API->entry(p, ptr[0], ptr[1], prepared_len, n_threads)
+    Py_BEGIN_ALLOW_THREADS
+    switch (dtype[0]) {
+    case 'f': status = PREPARE(prepare_weight_f32); break;
+    case 'd': status = PREPARE(prepare_weight_f64); break;
+    case 'F': status = PREPARE(prepare_weight_c64); break;
+    case 'D': status = PREPARE(prepare_weight_c128); break;
+    default: status = 1;
+    }
+    Py_END_ALLOW_THREADS
+#undef PREPARE
+    for (i = 0; i < 2; i++)
+        PyBuffer_Release(&views[i]);
+    if (status == 1) {
+        PyErr_Format(PyExc_ValueError, "unknown dtype code %s", dtype);
+        return NULL;
+    }
+    return PyLong_FromLong(status);
+}
+
+/* call_prepared(dtype, params, x, strides, w, prepared, bias, out, workspace, n_threads)
+ * -> status: call() with a prepared weight (its length: the buffer's element count). */
+static PyObject *call_prepared(PyObject *self, PyObject *args)
+{
+    const char *dtype;
+    PyObject *params_obj, *objs[6];
+    long long sn, sc, sl;
+    int n_threads, i, status = 0;
+    convt_blas_params storage;
+    const convt_blas_params *p;
+    Py_buffer views[6];
+    void *ptr[6];
+    int64_t prepared_len, workspace_len;
+
+    if (!PyArg_ParseTuple(args, "sOO(LLL)OOOOOi", &dtype, &params_obj, &objs[0], &sn, &sc,
+                          &sl, &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &n_threads))
+        return NULL;
+    if (get_params(params_obj, &storage, &p) < 0)
+        return NULL;
+    for (i = 0; i < 6; i++) {
+        if (get_pointer(objs[i], &views[i], i >= 4, &ptr[i]) < 0) {
+            while (i-- > 0)
+                PyBuffer_Release(&views[i]);
+            return NULL;
+        }
+    }
+    prepared_len = ptr[2] != NULL ? views[2].len / views[2].itemsize : 0;
+    workspace_len = ptr[5] != NULL ? views[5].len / views[5].itemsize : 0;
+#define CALL(entry) convt_blas_API->entry(p, ptr[0], sn, sc, sl, ptr[1], ptr[2], prepared_len, \
+                                          ptr[3], ptr[4], ptr[5], workspace_len, n_threads)
+    Py_BEGIN_ALLOW_THREADS
+    switch (dtype[0]) {
+    case 'f': status = CALL(conv_transpose1d_prepared_f32); break;
+    case 'd': status = CALL(conv_transpose1d_prepared_f64); break;
+    case 'F': status = CALL(conv_transpose1d_prepared_c64); break;
+    case 'D': status = CALL(conv_transpose1d_prepared_c128); break;
+    default: status = 1;
+    }
+    Py_END_ALLOW_THREADS
+#undef CALL
+    for (i = 0; i < 6; i++)
+        PyBuffer_Release(&views[i]);
+    if (status == 1) {
+        PyErr_Format(PyExc_ValueError, "unknown dtype code %s", dtype);
+        return NULL;
+    }
+    return PyLong_FromLong(status);
+}
+
 /* Call a table entry of type int64_t (*)(const convt_blas_params *[, int]) on (params[, n]). */
 static PyObject *sizes(PyObject *self, PyObject *args)
 {
@@ -119,6 +213,10 @@ static PyObject *sizes(PyObject *self, PyObject *args)
         return PyLong_FromLongLong(convt_blas_API->workspace_length(p, n_threads));
     if (strcmp(name, "units_per_sample") == 0)
         return PyLong_FromLongLong(convt_blas_API->units_per_sample(p));
+    if (strcmp(name, "prepared_weight_length") == 0)
+        return PyLong_FromLongLong(convt_blas_API->prepared_weight_length(p));
+    if (strcmp(name, "workspace_length_prepared") == 0)
+        return PyLong_FromLongLong(convt_blas_API->workspace_length_prepared(p, n_threads));
     return PyErr_Format(PyExc_ValueError, "no table entry %s", name);
 }
 
@@ -151,6 +249,8 @@ static PyObject *reimport(PyObject *self, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"call", call, METH_VARARGS, NULL},
+    {"prepare", prepare, METH_VARARGS, NULL},
+    {"call_prepared", call_prepared, METH_VARARGS, NULL},
     {"sizes", sizes, METH_VARARGS, NULL},
     {"strerror", strerror_, METH_VARARGS, NULL},
     {"table", table, METH_NOARGS, NULL},
@@ -178,7 +278,8 @@ PyMODINIT_FUNC PyInit_c_api_harness(void)
             || PyModule_AddIntConstant(m, "ERR_WORKSPACE_TOO_SMALL",
                                        CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL) < 0
             || PyModule_AddIntConstant(m, "ERR_OVERFLOW", CONVT_BLAS_ERR_OVERFLOW) < 0
-            || PyModule_AddIntConstant(m, "ERR_NO_MEMORY", CONVT_BLAS_ERR_NO_MEMORY) < 0) {
+            || PyModule_AddIntConstant(m, "ERR_NO_MEMORY", CONVT_BLAS_ERR_NO_MEMORY) < 0
+            || PyModule_AddIntConstant(m, "ERR_BAD_PREPARED", CONVT_BLAS_ERR_BAD_PREPARED) < 0) {
         Py_XDECREF(m);
         return NULL;
     }

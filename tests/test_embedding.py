@@ -214,6 +214,79 @@ def test_import_checks_the_table_versions(built, monkeypatch):
     assert h.table()[0] == real
 
 
+# Layers that keep their weight transformed for F(3,2): 128 input positions take it with
+# the transform kept (512 without), several channel blocks, two groups.
+PREPARED_CASES = [
+    (2, 128, 200, 64, 8, 4, 2, 0, 1, 1),
+    (1, 192, 600, 48, 4, 2, 1, 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("case", PREPARED_CASES)
+def test_c_api_prepared_weight_matches_the_layer_bitwise(built, rng, dtype, case):
+    h = built.harness
+    x, w, b, spec, kwargs = _problem(rng, case, dtype)
+    params = spec.kernel_params
+    length = h.sizes("prepared_weight_length", params)
+    assert length == 2 * w.size
+    prepared = np.full(length, np.nan, dtype)
+    assert h.prepare(np.dtype(dtype).char, params, w, prepared, 2) == h.OK
+    assert prepared.tobytes() == kernels.prepare_winograd_weights(params, w).tobytes()
+    layer = convt_blas.ConvTranspose1d(x.shape[1], spec.out_channels, w.shape[2],
+                                       bias=True, dtype=dtype, **kwargs)
+    layer.load_state_dict({"weight": w, "bias": b})
+    expected = layer(x)
+    for n_threads in (1, 2):
+        workspace = np.empty(h.sizes("workspace_length_prepared", params, n_threads), dtype)
+        out = np.full(spec.out_shape, np.nan, dtype)
+        status = h.call_prepared(np.dtype(dtype).char, params, x, _element_strides(x), w,
+                                 prepared, b, out, workspace, n_threads)
+        assert status == h.OK
+        assert out.tobytes() == expected.tobytes()
+    assert kernels.takes_prepared_weights(params)
+
+
+def test_c_api_prepared_weight_status_codes(built, rng):
+    h = built.harness
+    x, w, b, spec, kwargs = _problem(rng, PREPARED_CASES[0], np.float64)
+    params, strides = spec.kernel_params, _element_strides(x)
+    prepared = np.empty(h.sizes("prepared_weight_length", params))
+    assert h.prepare("d", params, w, prepared, 1) == h.OK
+    workspace = np.empty(h.sizes("workspace_length_prepared", params, 1))
+    out = np.full(spec.out_shape, np.nan)
+    untouched = out.tobytes()
+
+    def status(params=params, prepared=prepared, workspace=workspace):
+        return h.call_prepared("d", params, x, strides, w, prepared, b, out, workspace, 1)
+
+    assert h.prepare("d", None, w, prepared, 1) == h.ERR_NULL_POINTER
+    assert h.prepare("d", params, None, prepared, 1) == h.ERR_NULL_POINTER
+    assert h.prepare("d", params, w, prepared[:-1], 1) == h.ERR_BAD_PREPARED
+    plain = tuple(params[:4]) + (7,) + tuple(params[5:])  # K != 2 * stride: never F(3,2)
+    assert h.sizes("prepared_weight_length", plain) == 0
+    assert h.prepare("d", plain, w, prepared, 1) == h.ERR_BAD_SHAPE
+    assert h.sizes("prepared_weight_length", None) == -1
+    assert h.sizes("workspace_length_prepared", None, 1) == -1
+    assert status(params=None) == h.ERR_NULL_POINTER
+    assert status(prepared=prepared[:-1]) == h.ERR_BAD_PREPARED
+    assert status(workspace=workspace[:-1]) == h.ERR_WORKSPACE_TOO_SMALL
+    assert out.tobytes() == untouched
+    assert h.strerror(h.ERR_BAD_PREPARED) == kernels.status_message(h.ERR_BAD_PREPARED)
+    # Without a prepared weight it is the plain kernel.
+    plain_workspace = np.empty(h.sizes("workspace_length", params, 1))
+    assert status(prepared=None, workspace=plain_workspace) == h.OK
+    assert out.tobytes() == convt_blas.conv_transpose1d(x, w, b, **kwargs).tobytes()
+    # A short input takes the plain path; the prepared weight is checked all the same.
+    short = (params[0], params[1], 100) + tuple(params[3:])
+    x_short = np.ascontiguousarray(x[:, :, :100])
+    out_short = np.empty((params[0], spec.out_channels, h.sizes("output_length", short)))
+    for passed, expected in ((prepared[:5], h.ERR_BAD_PREPARED), (prepared, h.OK)):
+        assert h.call_prepared("d", short, x_short, _element_strides(x_short), w, passed, b,
+                               out_short, None, 1) == expected
+    assert out_short.tobytes() == convt_blas.conv_transpose1d(x_short, w, b, **kwargs).tobytes()
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_c_example_matches_python_bitwise(built, rng, case):
     x, w, _, spec, kwargs = _problem(rng, case, np.float64, bias=False)

@@ -207,6 +207,18 @@ class ConvTranspose1d:
         if not value:
             self._transformed = None
 
+    def __getstate__(self):
+        # The transform is remade on demand; a pickle need not carry twice the weight.
+        state = self.__dict__.copy()
+        state["_transformed"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for arr in (self._weight, self._bias):  # unpickled arrays come back writeable
+            if arr is not None:
+                _read_only(arr)
+
     def _set_weight(self, weight):
         self._weight = weight
         self._transformed = None  # frees it now; calls match it by the weight array anyway

@@ -357,3 +357,17 @@ def test_prepared_weight_is_the_same_for_any_thread_count(rng):
     ld, step = 40 * 4, 96 * 40 * 4
     np.testing.assert_array_equal(one[4 * step + 5 * ld: 4 * step + 6 * ld],
                                   w[96 + 5, :, 4:].ravel())
+
+
+def test_layer_pickles_without_its_transform(rng):
+    import copy
+    import pickle
+
+    x, w, b = make_case(rng, 2, 128, 64, 8, 200, 1)
+    layer = layer_with(w, b, 4, 2)
+    expected = layer(x)
+    data = pickle.dumps(layer)
+    assert len(data) < 1.5 * (w.nbytes + b.nbytes)  # no transformed copy inside
+    for other in (pickle.loads(data), copy.deepcopy(layer)):
+        assert not other.weight.flags.writeable and not other.bias.flags.writeable
+        np.testing.assert_array_equal(other(x), expected)

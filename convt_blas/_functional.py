@@ -3,6 +3,7 @@
 Everything that can be wrong with the arguments is found here, before any
 memory of the caller's is written; the kernel then only computes.
 """
+import functools
 import numbers
 import threading
 from typing import NamedTuple
@@ -99,6 +100,17 @@ def _workspace(dtype, size):
         buf = np.empty(max(size, 1), dtype=dtype)
         cache[dtype] = buf
     return buf
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_sizes(params, prepared_weight, winograd_enabled, blas_small_matrix_kernels):
+    """(takes the prepared weight, units per sample, workspace per worker) for a call.
+
+    Remembered per shape and the planner's two settings: planning takes
+    about 15 us, a small call a few hundred.
+    """
+    takes_prepared = prepared_weight and kernels.takes_prepared_weights(params)
+    return (takes_prepared,) + kernels.plan_sizes(params, takes_prepared)
 
 
 def set_winograd(enabled):
@@ -344,8 +356,9 @@ def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, grou
         strides = _kernel_strides(x3)
 
     params = spec.kernel_params
-    takes_prepared = prepared_weight is not None and kernels.takes_prepared_weights(params)
-    units_per_sample, per_worker = kernels.plan_sizes(params, takes_prepared)
+    takes_prepared, units_per_sample, per_worker = _plan_sizes(
+        params, prepared_weight is not None, kernels.winograd_enabled(),
+        kernels.blas_small_matrix_kernels())
     flops = 2 * spec.batch * spec.in_length * spec.in_channels * spec.kernel_size * (
         spec.out_channels // spec.groups)
     workers = _threads.plan_threads(spec.batch * units_per_sample, flops)

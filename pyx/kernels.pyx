@@ -1100,8 +1100,8 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return status
     if x == NULL or w == NULL or out == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
-    if plan.prepared_weights and prepared_len != prepared_weight_length(p):
-        return CONVT_BLAS_ERR_BAD_PREPARED
+    if plan.prepared_weights and prepared_len != 4 * p.in_channels * plan.c_out_g * p.stride:
+        return CONVT_BLAS_ERR_BAD_PREPARED  # as prepared_weight_length(p)
     # BLAS needs unit stride along one axis and a leading dimension that
     # fits in int and spans the other axis.
     if sx_l == 1:

@@ -15,8 +15,9 @@ without it.
 """
 import numpy as np
 
-from ._functional import (_HALF, _as_array, _native, check_arguments, check_dtypes)
-from ._functional import conv_transpose1d as _conv_transpose1d
+from . import kernels
+from ._functional import (_HALF, _as_array, _conv_transpose1d, _native, check_arguments,
+                          check_dtypes)
 
 
 def _dask_modules():
@@ -30,12 +31,21 @@ def _dask_modules():
     return da, tokenize, HighLevelGraph
 
 
-def _block_part(x_block, weight, stride, groups, dilation):
-    """Unpadded transposed convolution of one block, in the weight's dtype."""
+def _block_part(x_block, weight, prepared, stride, groups, dilation):
+    """Unpadded transposed convolution of one block, in the weight's dtype.
+
+    ``prepared``: the weight transformed for F(3,2) (_prepare's task), or None.
+    """
     if x_block.dtype != weight.dtype or not x_block.flags.aligned:
         # Blocks received from other processes may sit unaligned in a network buffer.
         x_block = x_block.astype(weight.dtype)
-    return _conv_transpose1d(x_block, weight, None, stride, 0, 0, groups, dilation)
+    return _conv_transpose1d(x_block, weight, None, stride, 0, 0, groups, dilation, None,
+                             None if prepared is None else (lambda *_: prepared))
+
+
+def _prepare(weight, params):
+    """The graph's weight transformed for F(3,2), once (None if the layer never takes it)."""
+    return kernels.prepare_winograd_weights(params, weight)
 
 
 def _assemble(parts, spans, bias, shape, dtype):
@@ -125,11 +135,18 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     name = "conv_transpose1d-" + token
     part_name = "conv_transpose1d-part-" + token
     weight_key, bias_key = "conv_transpose1d-weight-" + token, "conv_transpose1d-bias-" + token
-    layer = {weight_key: w, bias_key: b}
+    prepared_key = "conv_transpose1d-prepared-" + token
+    layer = {weight_key: w, bias_key: b, prepared_key: None}
+    unpadded = (1, spec.in_channels, max(lengths), spec.out_channels, spec.kernel_size, s, 0, 0,
+                spec.dilation, spec.groups)
+    # Blocks that take F(3,2) share one transformed weight (as ConvTranspose1d keeps
+    # it): made once per compute if the longest block takes it.
+    if kernels.takes_prepared_weights(unpadded):
+        layer[prepared_key] = (_prepare, weight_key, unpadded)
     for bi, n_b in enumerate(x3.chunks[0]):
         for i, _, _ in blocks:
-            layer[(part_name, bi, i)] = (_block_part, (x3.name, bi, 0, i), weight_key, s,
-                                         spec.groups, spec.dilation)
+            layer[(part_name, bi, i)] = (_block_part, (x3.name, bi, 0, i), weight_key,
+                                         prepared_key, s, spec.groups, spec.dilation)
         for j in range(len(bounds) - 1):
             lo, hi = bounds[j], bounds[j + 1]
             keys, spans = [], []

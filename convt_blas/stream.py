@@ -15,8 +15,9 @@ follows, since the output ends there if the signal ends now.
 """
 import numpy as np
 
-from ._functional import (_HALF, _as_array, _native, _single, check_arguments,
-                          check_dtypes, conv_transpose1d)
+from . import kernels
+from ._functional import (_HALF, _as_array, _conv_transpose1d, _native, _single,
+                          check_arguments, check_dtypes)
 from .nn import _to_numpy
 
 
@@ -28,7 +29,10 @@ class ConvTranspose1dStream:
     float rounding), for every chunking. The state kept between chunks is the
     overlap tail, at most ``max(dilation*(K - 1) + 1 - stride,
     padding - output_padding, 0)`` samples per output channel (the first term
-    unless padding exceeds the overlap). Not safe to share between threads.
+    unless padding exceeds the overlap). Layers that qualify for Winograd's
+    F(3,2) keep the weight transformed for it, as ``ConvTranspose1d`` does,
+    from the first chunk of 128 or more samples on (twice the weight's
+    memory): such chunks take F(3,2). Not safe to share between threads.
 
     Parameters
     ----------
@@ -79,6 +83,7 @@ class ConvTranspose1dStream:
         # The output ends at T*stride + end_offset after T input samples.
         self._end_offset = self.overlap - spec.padding + spec.output_padding
         self._checked_shape = None  # last chunk shape found valid, length aside
+        self._transformed = None  # the weight transformed for F(3,2), once a chunk takes it
         self.reset()
 
     @classmethod
@@ -190,14 +195,20 @@ class ConvTranspose1dStream:
             self._batch, self._batched = x3.shape[0], batched
             return np.zeros((x3.shape[0], self.out_channels, 0)[0 if batched else 1:],
                             dtype=self.dtype)
-        part = conv_transpose1d(x3, self._weight, None, self.stride, 0, 0, self.groups,
-                                self.dilation)
+        part = _conv_transpose1d(x3, self._weight, None, self.stride, 0, 0, self.groups,
+                                 self.dilation, None, self._transformed_weight)
         self._batch, self._batched = x3.shape[0], batched
         start = self._in_length * self.stride  # full position of part[..., 0]
         buffer = self._overlap_add(part, start)
         self._in_length += length
         stop = max(self._next, self._in_length * self.stride + min(0, self._end_offset))
         return self._emit(buffer, stop)
+
+    def _transformed_weight(self, params, weight, n_threads):
+        """The stream's weight (a private copy, never written) transformed for F(3,2), kept."""
+        if self._transformed is None:
+            self._transformed = kernels.prepare_winograd_weights(params, weight, n_threads)
+        return self._transformed
 
     def _overlap_add(self, part, start):
         """Tail plus ``part`` (at full position ``start``), as a buffer starting at _next."""

@@ -67,6 +67,29 @@ def test_padding_spanning_several_chunks(rng):
                  conv_transpose1d_reference(x, w, None, 2, 9), np.float64)
 
 
+def test_long_blocks_share_one_transformed_weight(rng, monkeypatch):
+    # 128 -> 64 channels, K = 2*stride: blocks from 128 samples on take F(3,2) with the
+    # weight transformed once per compute (a task of its own), as ConvTranspose1d keeps it.
+    from convt_blas import dask as convt_dask
+
+    calls = []
+    real = convt_dask._prepare
+    monkeypatch.setattr(convt_dask, "_prepare", lambda *a: calls.append(1) or real(*a))
+    x = rng.standard_normal((2, 128, 900)).astype(np.float32)
+    w = rng.standard_normal((128, 64, 8)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    y = conv_transpose1d(da.from_array(x, chunks=(1, 128, (300, 100, 500))), w, b, 4, 2)
+    assert_close(y.compute(scheduler="threads"), conv_transpose1d_reference(x, w, b, 4, 2))
+    assert len(calls) == 1
+    layer = convt_blas.ConvTranspose1d(128, 64, 8, stride=4, padding=2)
+    layer.load_state_dict({"weight": w, "bias": b})
+    whole = conv_transpose1d(da.from_array(x, chunks=(2, 128, 900)), w, b, 4, 2)
+    np.testing.assert_array_equal(whole.compute(scheduler="threads"), layer(x))
+    calls.clear()  # blocks all shorter than 128: nothing transformed
+    conv_transpose1d(da.from_array(x, chunks=(2, 128, 100)), w, b, 4, 2).compute()
+    assert not calls
+
+
 def test_errors_are_raised_before_computing(rng):
     x = da.from_array(rng.standard_normal((2, 4, 10)), chunks=(1, 4, 5))
     with pytest.raises(ValueError, match="channels"):

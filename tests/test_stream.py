@@ -191,3 +191,24 @@ def test_bad_parameters_raise_at_construction(rng):
         ConvTranspose1dStream(w, bias=np.zeros(3))
     with pytest.raises(TypeError):
         ConvTranspose1dStream(w.astype(np.int64))
+
+
+def test_chunks_of_128_or_more_take_f32_on_a_kept_transform(rng):
+    # 128 -> 64 channels, K = 2*stride: chunks from 128 samples on take Winograd's F(3,2)
+    # with the weight transformed once, as ConvTranspose1d does.
+    x = random_array(rng, (2, 128, 1200), np.float32)
+    w = random_array(rng, (128, 64, 8), np.float32)
+    b = random_array(rng, (64,), np.float32)
+    stream = ConvTranspose1dStream(w, b, stride=4, padding=2)
+    stream.push(x[..., :100])
+    assert stream._transformed is None  # short chunks: the plain path, nothing kept
+    stream.reset()
+    y = stream_whole(stream, x, [150, 450, 490, 1100])
+    assert stream._transformed is not None and stream._transformed.size == 2 * w.size
+    assert_close(y, conv_transpose1d_reference(x, w, b, 4, 2))
+    # A chunk's part is the layer's result on it, unpadded.
+    layer = convt_blas.ConvTranspose1d(128, 64, 8, stride=4)
+    layer.load_state_dict({"weight": w, "bias": np.zeros(64, np.float32)})
+    whole = ConvTranspose1dStream(w, stride=4)
+    part = whole.push(x[..., :300])
+    np.testing.assert_array_equal(part, layer(x[..., :300])[..., :part.shape[-1]])

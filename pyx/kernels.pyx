@@ -95,6 +95,16 @@ cdef int64_t WINOGRAD_MIN_SIDE = 64
 # 10% faster at 128).
 cdef int64_t WINOGRAD_PREPARED_MIN_LENGTH = 128
 cdef bint WINOGRAD_ENABLED = True
+# Below WINOGRAD_SHALLOW_INPUT input channels per group, F(3,2) tiles hold
+# at most WINOGRAD_SHALLOW_PRODUCTS elements of products (192 KiB of
+# float32): with so short an inner size, storing the outputs from the
+# products costs about as much as the GEMMs, and it runs from cache only
+# if they are still there. Measured at 1 and 2 threads: the 64-channel
+# benchmark layers (K = 4) 18-24% faster, as were 64 -> 64, 64 -> 128 and
+# 80 -> 40; 96 and 112 channels gained nothing, and tiles that small made
+# the deep layers up to 45% slower (BLAS repacks the weight for every tile).
+cdef int64_t WINOGRAD_SHALLOW_INPUT = 96
+cdef int64_t WINOGRAD_SHALLOW_PRODUCTS = 49152
 
 
 cdef struct Plan:
@@ -361,8 +371,13 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)
     plan.block_channels = _ceil_div(plan.c_out_g, plan.n_blocks)
     plan.tile_triples = _ceil_div(plan.triple_count, _min(plan.n_tiles, plan.triple_count))
-    plan.n_tiles = _ceil_div(plan.triple_count, plan.tile_triples)
     rows = plan.block_channels * s
+    if c_in_g < WINOGRAD_SHALLOW_INPUT:  # a unit's products stay in cache (see above)
+        plan.tile_triples = _min(plan.tile_triples,
+                                 _max(16, WINOGRAD_SHALLOW_PRODUCTS / (4 * rows)))
+        plan.tile_triples = _ceil_div(plan.triple_count,
+                                      _ceil_div(plan.triple_count, plan.tile_triples))
+    plan.n_tiles = _ceil_div(plan.triple_count, plan.tile_triples)
     # Short inputs: several batch elements share each GEMM, as in _make_plan,
     # when one element alone is past BLAS's small-matrix kernels.
     plan.samples_per_unit = 1

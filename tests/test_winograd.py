@@ -70,6 +70,7 @@ CASES = [
     (1, 144, 64, 3, 3000, 8, 1, 1),
     (5, 200, 96, 4, 530, 2, 1, 1),
     (7, 256, 128, 8, 512, 4, 0, 1),
+    (2, 64, 32, 2, 3000, 1, 1, 1),  # shallow: many short tiles (see test_shallow_tiles)
 ]
 
 
@@ -86,6 +87,17 @@ def test_matches_reference_and_gemm_path(rng, case):
         y_gemm = convt_blas.conv_transpose1d(x, w, b, *args)
     assert not np.array_equal(y, y_gemm)  # really another path
     assert_close(y, y_gemm)
+
+
+def test_shallow_tiles():
+    # Below 96 input channels per group a unit's four products stay within 48 Ki
+    # elements; deeper layers keep the GEMM plan's tiles.
+    for c_in, c_out, s in ((64, 32, 2), (80, 40, 2), (64, 16, 4)):
+        info = plan(1, c_in, 12800, c_out, 2 * s, s, s // 2)
+        rows = info["block_channels"] * s
+        assert info["n_tiles"] > 8 and 4 * rows * info["tile_triples"] <= 49152
+    deep = plan(1, 96, 12800, 48, 4, 2, 1)
+    assert 4 * deep["block_channels"] * 2 * deep["tile_triples"] > 49152
 
 
 def test_both_unit_orders_and_merged_samples_are_covered():

@@ -383,3 +383,28 @@ def test_layer_pickles_without_its_transform(rng):
     for other in (pickle.loads(data), copy.deepcopy(layer)):
         assert not other.weight.flags.writeable and not other.bias.flags.writeable
         np.testing.assert_array_equal(other(x), expected)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_layer_random_configurations(seed):
+    # Random layers that take F(3,2) on the kept transform (and some that do not):
+    # strides 1-6, paddings past a stride, output padding, groups, channels-last
+    # input, shallow and deeper channel counts, lengths around both thresholds.
+    rng = np.random.default_rng(1000 + seed)
+    s = int(rng.integers(1, 7))
+    groups = int(rng.integers(1, 3))
+    c_in_g = int(rng.choice([64, 72, 96, 130]))
+    c_out_g = int(rng.integers(-(-64 // s), -(-64 // s) + 24))
+    length = int(rng.choice([100, 128, 200, 511, 512, 700]))
+    padding, output_padding = int(rng.integers(0, 2 * s + 2)), int(rng.integers(0, s))
+    dtype = rng.choice([np.float32, np.float64, np.complex64])
+    x, w, b = make_case(rng, int(rng.integers(1, 4)), c_in_g, c_out_g, 2 * s, length, groups,
+                        dtype, bias=bool(rng.integers(0, 2)))
+    if rng.integers(0, 2):
+        x = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    if (length - 1) * s - 2 * padding + 2 * s + output_padding < 1:
+        padding = 0
+    layer = layer_with(w, b, s, padding, output_padding, groups)
+    args = (s, padding, output_padding, groups)
+    assert_close(layer(x), conv_transpose1d_reference(x, w, b, *args), dtype)
+    assert (layer._transformed is not None) == (length >= 128)

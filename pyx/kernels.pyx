@@ -344,9 +344,10 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     plan.worker_elements = (plan.column_elements + plan.copy_elements
                             + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
     plan.triple_first = plan.triple_count = plan.tile_triples = plan.tile_major = 0
-    plan.prepared_weights = winograd_allowed and prepared_weights and _winograd_shape(p)
-    plan.winograd = (winograd_allowed and _winograd_shape(p) and p.in_length >= (
-        WINOGRAD_PREPARED_MIN_LENGTH if plan.prepared_weights else WINOGRAD_MIN_LENGTH))
+    plan.winograd = winograd_allowed and _winograd_shape(p)
+    plan.prepared_weights = plan.winograd and prepared_weights
+    plan.winograd = plan.winograd and p.in_length >= (
+        WINOGRAD_PREPARED_MIN_LENGTH if plan.prepared_weights else WINOGRAD_MIN_LENGTH)
     if plan.winograd:
         return _plan_winograd(p, plan)
     return CONVT_BLAS_OK
@@ -429,9 +430,12 @@ cdef int64_t prepared_weight_length(const convt_blas_params* p) noexcept nogil:
     layer.in_length = 2 * layer.padding + 1  # some length with outputs: the transform ignores it
     if _make_plan_with(&layer, &plan, WINOGRAD_ENABLED, True) != CONVT_BLAS_OK:
         return -1
-    if not plan.prepared_weights:
-        return 0
-    return 4 * layer.in_channels * plan.c_out_g * layer.stride
+    return _prepared_elements(&layer, &plan)
+
+
+cdef inline int64_t _prepared_elements(const convt_blas_params* p, const Plan* plan) noexcept nogil:
+    """The transformed weight's length for a plan that takes it (else 0): 4 (C_in, C_out/g * s)."""
+    return 4 * p.in_channels * plan.c_out_g * p.stride if plan.prepared_weights else 0
 
 
 cdef inline int64_t _weight_block_elements(const Plan* plan, int64_t s) noexcept nogil:
@@ -1115,8 +1119,8 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
         return status
     if x == NULL or w == NULL or out == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
-    if plan.prepared_weights and prepared_len != 4 * p.in_channels * plan.c_out_g * p.stride:
-        return CONVT_BLAS_ERR_BAD_PREPARED  # as prepared_weight_length(p)
+    if plan.prepared_weights and prepared_len != _prepared_elements(p, &plan):
+        return CONVT_BLAS_ERR_BAD_PREPARED
     # BLAS needs unit stride along one axis and a leading dimension that
     # fits in int and spans the other axis.
     if sx_l == 1:
@@ -1552,7 +1556,7 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
     sx_n, sx_c, sx_l = strides
     _fill_params(&p, shape)
     if prepared is not None:
-        # A transform of another layer would be read past its end.
+        # Its length is the kernel's to check (CONVT_BLAS_ERR_BAD_PREPARED).
         held = <cnp.ndarray?>prepared
         if cnp.PyArray_TYPE(held) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(held):
             raise ValueError("prepared weight does not match the layer")

@@ -69,7 +69,8 @@ def extensions():
         extra_link_args=link_args,
     )
     modules = [
-        Extension("convt_blas.kernels", ["pyx/kernels.pyx"], **common),
+        Extension("convt_blas.kernels", ["pyx/kernels.pyx"],
+                  depends=["include/convt_blas_simd.h"], **common),
         Extension("convt_blas._capi", ["pyx/capi.pyx"], **common),  # the C API's capsule
     ]
     return cythonize(

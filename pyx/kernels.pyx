@@ -47,6 +47,12 @@ cdef extern from *:
     int CONVT_BLAS_OPENMP
     int omp_get_max_threads() noexcept nogil
 
+cdef extern from "convt_blas_simd.h":
+    int CONVT_BLAS_SIMD_LANES
+    void convt_blas_winograd_inputs_f32(const float* x, int64_t sx_c, int64_t count,
+                                        int64_t triples, float* v, int64_t ld,
+                                        int64_t step) noexcept nogil
+
 
 # Target size of one worker's column buffer, in elements (2 MiB of float32):
 # large enough for GEMMs near BLAS's peak, small enough to stay in cache
@@ -105,6 +111,9 @@ cdef bint WINOGRAD_ENABLED = True
 # the deep layers up to 45% slower (BLAS repacks the weight for every tile).
 cdef int64_t WINOGRAD_SHALLOW_INPUT = 96
 cdef int64_t WINOGRAD_SHALLOW_PRODUCTS = 49152
+# Blocks of F(3,2)'s input transform (see _winograd_inputs).
+cdef int64_t WINOGRAD_INPUT_TRIPLES = 192
+cdef int64_t WINOGRAD_INPUT_CHANNELS = 8
 
 
 cdef struct Plan:
@@ -855,7 +864,8 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
     128-channel GEMMs 7-14% faster than from channel-major rows).
     ``step``: elements from one matrix to the next.
     """
-    cdef int64_t L = p.in_length, i, t, lo, hi
+    cdef int64_t L = p.in_length, i, i0, i1, block, triple_block, ta, tb, t, lo, hi
+    cdef int64_t vector_channels = 0
     cdef scalar_t d0, d1, d2, d3
     cdef const scalar_t* row
     cdef scalar_t* v
@@ -869,20 +879,39 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
             _winograd_triple(row, sx_l, L, t, v, c_in_g, step)
         for t in range(hi, t1):
             _winograd_triple(row, sx_l, L, t, v, c_in_g, step)
-    # Interior triples position by position: the stores run along the
-    # rows, while the input's channel rows are read a cache line at a time.
-    for t in range(lo, hi):
-        v = inputs + (t - t0) * c_in_g
-        row = x_sample + (3 * t - 1) * sx_l
-        for i in range(c_in_g):
-            d0 = row[i * sx_c]
-            d1 = row[i * sx_c + sx_l]
-            d2 = row[i * sx_c + 2 * sx_l]
-            d3 = row[i * sx_c + 3 * sx_l]
-            v[i] = d0 - d2
-            v[step + i] = d1 + d2
-            v[2 * step + i] = d2 - d1
-            v[3 * step + i] = d3 - d1
+    # Interior triples in blocks of WINOGRAD_INPUT_TRIPLES triples by
+    # WINOGRAD_INPUT_CHANNELS channels, position by position within a block:
+    # the block's input rows stay in cache (rows a multiple of 4 KiB apart
+    # share a few cache sets) and so do the rows it stores.
+    # float32 with unit stride along positions: four channels at a time in
+    # SSE, which the compiler does not find by itself.
+    if scalar_t is float:
+        if CONVT_BLAS_SIMD_LANES == 4 and sx_l == 1:
+            vector_channels = c_in_g - c_in_g % 4
+    for triple_block in range(_ceil_div(hi - lo, WINOGRAD_INPUT_TRIPLES)):
+        ta = lo + triple_block * WINOGRAD_INPUT_TRIPLES
+        tb = _min(hi, ta + WINOGRAD_INPUT_TRIPLES)
+        for block in range(_ceil_div(c_in_g, WINOGRAD_INPUT_CHANNELS)):
+            i0 = block * WINOGRAD_INPUT_CHANNELS
+            i1 = _min(c_in_g, i0 + WINOGRAD_INPUT_CHANNELS)
+            if scalar_t is float:
+                if i1 <= vector_channels:
+                    convt_blas_winograd_inputs_f32(x_sample + i0 * sx_c + 3 * ta - 1, sx_c,
+                                                   i1 - i0, tb - ta,
+                                                   inputs + (ta - t0) * c_in_g + i0, c_in_g, step)
+                    continue
+            for t in range(ta, tb):
+                v = inputs + (t - t0) * c_in_g
+                row = x_sample + (3 * t - 1) * sx_l
+                for i in range(i0, i1):
+                    d0 = row[i * sx_c]
+                    d1 = row[i * sx_c + sx_l]
+                    d2 = row[i * sx_c + 2 * sx_l]
+                    d3 = row[i * sx_c + 3 * sx_l]
+                    v[i] = d0 - d2
+                    v[step + i] = d1 + d2
+                    v[2 * step + i] = d2 - d1
+                    v[3 * step + i] = d3 - d1
 
 
 cdef inline void _combine_triples(const scalar_t* p0, int64_t product_step, int64_t rows,

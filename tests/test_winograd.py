@@ -116,13 +116,19 @@ def test_dtypes(rng, dtype):
     assert_close(y, conv_transpose1d_reference(x, w, b, 2, 1), dtype)
 
 
-def test_channels_last_unbatched_and_no_bias(rng):
-    x, w, _ = make_case(rng, 2, 128, 64, 8, 600, 1, bias=False)
+@pytest.mark.parametrize("c_in", [128, 70, 100, 101])
+def test_channels_last_unbatched_and_no_bias(rng, c_in):
+    # Channels-first float32 input is transformed four channels at a time
+    # (SSE), other layouts one at a time: the same bits, whatever channels
+    # are left over.
+    x, w, _ = make_case(rng, 2, c_in, 64, 8, 600, 1, bias=False)
     expected = conv_transpose1d_reference(x, w, None, 4, 2)
     channels_last = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
     y = convt_blas.conv_transpose1d(channels_last, w, None, stride=4, padding=2)
     assert_close(y, expected)
     np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, stride=4, padding=2))
+    every_other = np.repeat(x, 2, axis=2)[:, :, ::2]  # positions 2 elements apart
+    np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(every_other, w, stride=4, padding=2))
     assert_close(convt_blas.conv_transpose1d(x[1], w, stride=4, padding=2), expected[1])
 
 

@@ -41,8 +41,41 @@ static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c
     }
 }
 
+/* dst[j ld_dst + i] = src[i ld_src + j] for rows [0, rows), a multiple of 4,
+ * and columns [0, cols): 4 x 4 blocks through registers. */
+static inline void convt_blas_transpose_f32(const float *src, ptrdiff_t ld_src,
+                                            ptrdiff_t rows, ptrdiff_t cols,
+                                            float *dst, ptrdiff_t ld_dst)
+{
+    ptrdiff_t i, j;
+    for (i = 0; i < rows; i += 4) {
+        const float *s0 = src + i * ld_src, *s1 = s0 + ld_src, *s2 = s1 + ld_src,
+                    *s3 = s2 + ld_src;
+        for (j = 0; j + 4 <= cols; j += 4) {
+            __m128 a = _mm_loadu_ps(s0 + j), b = _mm_loadu_ps(s1 + j),
+                   c = _mm_loadu_ps(s2 + j), d = _mm_loadu_ps(s3 + j);
+            _MM_TRANSPOSE4_PS(a, b, c, d);
+            _mm_storeu_ps(dst + j * ld_dst + i, a);
+            _mm_storeu_ps(dst + (j + 1) * ld_dst + i, b);
+            _mm_storeu_ps(dst + (j + 2) * ld_dst + i, c);
+            _mm_storeu_ps(dst + (j + 3) * ld_dst + i, d);
+        }
+        for (; j < cols; j++) {
+            float *column = dst + j * ld_dst + i;
+            column[0] = s0[j]; column[1] = s1[j]; column[2] = s2[j]; column[3] = s3[j];
+        }
+    }
+}
+
 #else
 #define CONVT_BLAS_SIMD_LANES 0
+
+static inline void convt_blas_transpose_f32(const float *src, ptrdiff_t ld_src,
+                                            ptrdiff_t rows, ptrdiff_t cols,
+                                            float *dst, ptrdiff_t ld_dst)
+{
+    (void)src; (void)ld_src; (void)rows; (void)cols; (void)dst; (void)ld_dst;
+}  /* never called: 0 lanes */
 
 static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c,
                                                   ptrdiff_t count, ptrdiff_t triples,

@@ -49,6 +49,8 @@ cdef extern from *:
 
 cdef extern from "convt_blas_simd.h":
     int CONVT_BLAS_SIMD_LANES
+    void convt_blas_transpose_f32(const float* src, int64_t ld_src, int64_t rows,
+                                  int64_t cols, float* dst, int64_t ld_dst) noexcept nogil
     void convt_blas_winograd_inputs_f32(const float* x, int64_t sx_c, int64_t count,
                                         int64_t triples, float* v, int64_t ld,
                                         int64_t step) noexcept nogil
@@ -73,6 +75,12 @@ cdef double MIN_UNIT_FLOPS = 4e6
 # inner size this small (depthwise layers: 1) is all call overhead.
 cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
 cdef int64_t DIRECT_UNIT_OUTPUTS = 8192
+# Depthwise layers (one input and one output channel per group, no
+# dilation) run DEPTHWISE_CHANNELS channels side by side, positions
+# DEPTHWISE_TILE outputs at a time (see _run_depthwise_unit).
+cdef int64_t DEPTHWISE_CHANNELS = 64
+cdef int64_t DEPTHWISE_TILE = 256
+cdef bint DEPTHWISE_BY_CHANNELS = True
 # GEMMs with at most this many output rows run as matrix-vector products.
 cdef int GEMV_MAX_ROWS = 2
 # OpenBLAS's AVX-512 builds run GEMMs with M*N*K up to this through
@@ -130,6 +138,7 @@ cdef struct Plan:
     int64_t n_units            # units of the whole call
     int64_t groups_per_unit    # > 1 only for direct taps: tiny groups share a unit
     bint direct_taps           # compute the taps from x and w instead of a GEMM
+    bint depthwise             # direct taps, channels side by side (_run_depthwise_unit)
     bint position_major        # columns laid out (position, channel*K); see _make_plan
     int64_t column_elements    # one worker's column buffer (0 for direct taps)
     int64_t copy_elements      # one worker's copy of its samples' input (merged), or a vector
@@ -352,6 +361,19 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
         return CONVT_BLAS_ERR_OVERFLOW
     plan.worker_elements = (plan.column_elements + plan.copy_elements
                             + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
+    plan.depthwise = (DEPTHWISE_BY_CHANNELS and plan.direct_taps and c_in_g == 1
+                      and c_out_g == 1 and p.dilation == 1)
+    if plan.depthwise:
+        plan.groups_per_unit = _min(p.groups, DEPTHWISE_CHANNELS)
+        plan.tile = _min(plan.out_length, DEPTHWISE_TILE)
+        plan.n_tiles = _ceil_div(plan.out_length, plan.tile)
+        plan.max_columns = _min(p.in_length, (plan.tile - 1 + K - 1) / p.stride + 2)
+        plan.units_per_sample = _ceil_div(p.groups, plan.groups_per_unit) * plan.n_tiles
+        if _mul_overflows(plan.units_per_sample, p.batch):
+            return CONVT_BLAS_ERR_OVERFLOW
+        plan.n_units = p.batch * plan.units_per_sample
+        # The unit's input, outputs and taps, position-major.
+        plan.worker_elements = plan.groups_per_unit * (plan.max_columns + plan.tile + K)
     plan.triple_first = plan.triple_count = plan.tile_triples = plan.tile_major = 0
     plan.winograd = winograd_allowed and _winograd_shape(p)
     plan.prepared_weights = plan.winograd and prepared_weights
@@ -1106,6 +1128,81 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     return non_finite
 
 
+cdef inline void _transpose(const scalar_t* src, int64_t ld_src, int64_t step_src,
+                            int64_t rows, int64_t cols, scalar_t* dst,
+                            int64_t ld_dst) noexcept nogil:
+    """dst[j * ld_dst + i] = src[i * ld_src + j * step_src] for a rows x cols block."""
+    cdef int64_t i, j, i0, i1, vector_rows = 0
+    if scalar_t is float:
+        if CONVT_BLAS_SIMD_LANES == 4 and step_src == 1:
+            vector_rows = rows - rows % 4
+            convt_blas_transpose_f32(src, ld_src, vector_rows, cols, dst, ld_dst)
+    # Eight rows at a time: their lines stay in cache while the columns go by.
+    for i0 in range(vector_rows, rows, 8):
+        i1 = _min(rows, i0 + 8)
+        for j in range(cols):
+            for i in range(i0, i1):
+                dst[j * ld_dst + i] = src[i * ld_src + j * step_src]
+
+
+cdef void _run_depthwise_unit(const convt_blas_params* p, const Plan* plan, int64_t n,
+                              int64_t g0, int64_t n_groups, int64_t start, int64_t stop,
+                              int64_t l_lo, int64_t l_hi,
+                              const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                              const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                              scalar_t* worker) noexcept nogil:
+    """Direct taps of ``n_groups`` depthwise channels from g0, outputs [start, stop), one sample.
+
+    One channel's taps are a handful of multiply-adds per output, too few
+    for vector code along a row. The unit lays its input, taps and outputs
+    out position-major instead, so that every multiply-add runs across the
+    channels (vectorised), then writes the outputs back channel-major. Each
+    output sums bias, then its taps in order of k (of l descending), as
+    _sum_phase does: the same bits as the phase-by-phase path.
+    """
+    cdef int64_t K = p.kernel_size, s = p.stride, pad = p.padding, L = p.in_length
+    cdef int64_t width = plan.groups_per_unit, n_cols = l_hi - l_lo + 1
+    cdef int64_t o, q, r, k, l, c
+    cdef scalar_t* x_t = worker                          # (n_cols, width)
+    cdef scalar_t* out_t = worker + plan.max_columns * width   # (stop - start, width)
+    cdef scalar_t* w_t = out_t + plan.tile * width       # (K, width)
+    cdef scalar_t* acc
+    cdef const scalar_t* tap
+    cdef const scalar_t* x_l
+    cdef scalar_t zero = 0
+    if n_cols > 0:
+        _transpose(x + n * sx_n + g0 * sx_c + l_lo * sx_l, sx_c, sx_l, n_groups, n_cols,
+                   x_t, width)
+    _transpose(w + g0 * K, K, 1, n_groups, K, w_t, width)
+    q = _floor_div(start + pad, s)
+    r = start + pad - q * s
+    for o in range(start, stop):
+        acc = out_t + (o - start) * width
+        if bias != NULL:
+            for c in range(n_groups):
+                acc[c] = bias[g0 + c]
+        else:
+            for c in range(n_groups):
+                acc[c] = zero
+        # Taps k = r, r + s, ... reach o from l = q, q - 1, ...
+        k = r
+        l = q
+        while k < K and l >= 0:
+            if l < L:
+                tap = w_t + k * width
+                x_l = x_t + (l - l_lo) * width
+                for c in range(n_groups):
+                    acc[c] += tap[c] * x_l[c]
+            k += s
+            l -= 1
+        r += 1
+        if r == s:
+            r = 0
+            q += 1
+    _transpose(out_t, width, 1, stop - start, n_groups,
+               out + (n * p.out_channels + g0) * plan.out_length + start, plan.out_length)
+
+
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                     const scalar_t* w, const scalar_t* bias, scalar_t* out,
@@ -1139,6 +1236,10 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
 
     _input_range(p, start, stop, &l_lo, &l_hi)
     n_cols = l_hi - l_lo + 1
+    if plan.depthwise:
+        _run_depthwise_unit(p, plan, n, g_first, _min(p.groups, g_first + plan.groups_per_unit) - g_first,
+                            start, stop, l_lo, l_hi, x, sx_n, sx_c, sx_l, w, bias, out, worker)
+        return
     if plan.direct_taps:
         # Taps straight from x and w; the unit's groups share one call. (A call
         # site of its own, with the pointers written out: sharing the GEMM
@@ -1449,6 +1550,12 @@ def set_blas_small_matrix_kernels(bint available):
     """Tell the planner whether BLAS multiplies small GEMMs without packing them."""
     global BLAS_SMALL_MATRIX_KERNELS
     BLAS_SMALL_MATRIX_KERNELS = available
+
+
+def _set_depthwise_by_channels(bint enabled):
+    """Turn _run_depthwise_unit off (False) or on (the default): for tests and benchmarks."""
+    global DEPTHWISE_BY_CHANNELS
+    DEPTHWISE_BY_CHANNELS = enabled
 
 
 def set_winograd(bint enabled):

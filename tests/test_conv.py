@@ -433,6 +433,50 @@ def test_short_inputs_of_many_channels(rng, length, dtype):
     assert_close(y, conv_transpose1d_reference(x, w, b, 8, 4))
 
 
+@pytest.mark.parametrize("channels,length,k,stride,padding,output_padding", [
+    (512, 32, 6, 3, 2, 1),   # the depthwise layer of PyTorch issue 47341
+    (70, 64, 4, 2, 1, 0),    # a unit of 64 channels and one of 6
+    (3, 20, 16, 8, 4, 7),    # fewer channels than one unit
+    (130, 50, 3, 1, 1, 0),   # stride 1, outputs in several tiles
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_depthwise_channels_side_by_side(rng, channels, length, k, stride, padding,
+                                         output_padding, dtype, layout):
+    """Short depthwise inputs run many channels side by side; each output keeps the bits
+    the one-channel-at-a-time path gives it, for any layout of the input."""
+    x, w, b = make_case(rng, 2, 1, 1, k, length, channels, dtype)
+    if layout == "channels_last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    elif layout == "strided":
+        x = np.repeat(x, 2, axis=2)[:, :, ::2]
+    args = dict(stride=stride, padding=padding, output_padding=output_padding, groups=channels)
+    shape = (2, channels, length, channels, k, stride, padding, output_padding, 1, channels)
+    assert convt_blas.kernels.plan_info(shape)["depthwise"]
+    y = convt_blas.conv_transpose1d(x, w, b, **args)
+    assert_close(y, conv_transpose1d_reference(x, w, b, stride, padding, output_padding,
+                                               groups=channels))
+    convt_blas.kernels._set_depthwise_by_channels(False)
+    try:
+        assert not convt_blas.kernels.plan_info(shape)["depthwise"]
+        convt_blas._functional._plan_sizes.cache_clear()
+        np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, **args))
+    finally:
+        convt_blas.kernels._set_depthwise_by_channels(True)
+        convt_blas._functional._plan_sizes.cache_clear()
+
+
+def test_depthwise_rule():
+    """Channels side by side only where they win: short inputs, one channel in and out."""
+    def depthwise(length, c_out=64, dilation=1):
+        return convt_blas.kernels.plan_info(
+            (1, 64, length, c_out, 6, 3, 2, 1, dilation, 64))["depthwise"]
+    assert depthwise(64)
+    assert not depthwise(65)  # long rows: the phase path vectorises along them
+    assert not depthwise(32, c_out=128)  # two output channels per group
+    assert not depthwise(32, dilation=2)
+
+
 SMALL_GEMM_PROBE = """
 import convt_blas
 from convt_blas import kernels

@@ -79,10 +79,10 @@ cdef int64_t DIRECT_UNIT_OUTPUTS = 8192
 # dilation) with inputs of at most DEPTHWISE_MAX_LENGTH positions run
 # DEPTHWISE_CHANNELS channels side by side, DEPTHWISE_TILE outputs at a time
 # (see _run_depthwise_unit). Measured against the phase-by-phase path (512
-# channels, batch 4, K/stride 6/3, 4/2, 16/8, 3/1): 2.2-2.7x as fast at 16
-# positions, 1.3-1.7x at 48; at 96 from 24% faster to 13% slower, and
-# slower from 256 on, where a channel's rows are long enough for vector code.
-cdef int64_t DEPTHWISE_MAX_LENGTH = 64
+# channels, batch 4, K/stride 6/3, 4/2, 16/8, 3/1, 1 and 2 threads): 2.4-3.6x
+# as fast at 16 positions, 1.2-2.1x at 96, 0.97-1.6x at 160, and slower
+# from 256 on, where a channel's rows are long enough for vector code.
+cdef int64_t DEPTHWISE_MAX_LENGTH = 128
 cdef int64_t DEPTHWISE_CHANNELS = 64
 cdef int64_t DEPTHWISE_TILE = 256
 cdef bint DEPTHWISE_BY_CHANNELS = True
@@ -1172,9 +1172,14 @@ cdef void _run_depthwise_unit(const convt_blas_params* p, const Plan* plan, int6
     cdef scalar_t* x_t = worker                          # (n_cols, width)
     cdef scalar_t* out_t = worker + plan.max_columns * width   # (stop - start, width)
     cdef scalar_t* w_t = out_t + plan.tile * width       # (K, width)
+    cdef int64_t n_taps
     cdef scalar_t* acc
     cdef const scalar_t* tap
     cdef const scalar_t* x_l
+    cdef const scalar_t* tap_b
+    cdef const scalar_t* x_b
+    cdef const scalar_t* taps[2]
+    cdef const scalar_t* inputs[2]
     cdef scalar_t zero = 0
     if n_cols > 0:
         _transpose(x + n * sx_n + g0 * sx_c + l_lo * sx_l, sx_c, sx_l, n_groups, n_cols,
@@ -1184,23 +1189,44 @@ cdef void _run_depthwise_unit(const convt_blas_params* p, const Plan* plan, int6
     r = start + pad - q * s
     for o in range(start, stop):
         acc = out_t + (o - start) * width
-        if bias != NULL:
-            for c in range(n_groups):
-                acc[c] = bias[g0 + c]
-        else:
-            for c in range(n_groups):
-                acc[c] = zero
-        # Taps k = r, r + s, ... reach o from l = q, q - 1, ...
+        # Taps k = r, r + s, ... reach o from l = q, q - 1, ... (those inside the input).
+        n_taps = 0
         k = r
         l = q
-        while k < K and l >= 0:
+        while k < K and l >= 0 and n_taps < 2:
             if l < L:
-                tap = w_t + k * width
-                x_l = x_t + (l - l_lo) * width
-                for c in range(n_groups):
-                    acc[c] += tap[c] * x_l[c]
+                taps[n_taps] = w_t + k * width
+                inputs[n_taps] = x_t + (l - l_lo) * width
+                n_taps += 1
             k += s
             l -= 1
+        # The first two taps summed in registers (most layers: K <= 2 * stride),
+        # then any others in order; the sums run in the same order either way.
+        if n_taps == 0:
+            for c in range(n_groups):
+                acc[c] = bias[g0 + c] if bias != NULL else zero
+        elif n_taps == 1:
+            tap = taps[0]
+            x_l = inputs[0]
+            for c in range(n_groups):
+                acc[c] = (bias[g0 + c] if bias != NULL else zero) + tap[c] * x_l[c]
+        else:
+            tap = taps[0]
+            x_l = inputs[0]
+            tap_b = taps[1]
+            x_b = inputs[1]
+            for c in range(n_groups):
+                acc[c] = (((bias[g0 + c] if bias != NULL else zero) + tap[c] * x_l[c])
+                          + tap_b[c] * x_b[c])
+            # Taps past the second, from where the search above stopped.
+            while k < K and l >= 0:
+                if l < L:
+                    tap = w_t + k * width
+                    x_l = x_t + (l - l_lo) * width
+                    for c in range(n_groups):
+                        acc[c] += tap[c] * x_l[c]
+                k += s
+                l -= 1
         r += 1
         if r == s:
             r = 0

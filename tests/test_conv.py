@@ -437,7 +437,9 @@ def test_short_inputs_of_many_channels(rng, length, dtype):
     (512, 32, 6, 3, 2, 1),   # the depthwise layer of PyTorch issue 47341
     (70, 64, 4, 2, 1, 0),    # a unit of 64 channels and one of 6
     (3, 20, 16, 8, 4, 7),    # fewer channels than one unit
-    (130, 50, 3, 1, 1, 0),   # stride 1, outputs in several tiles
+    (9, 40, 11, 2, 0, 1),    # six taps reach some outputs
+    (130, 120, 3, 1, 1, 0),  # stride 1, three units of channels
+    (70, 100, 6, 3, 0, 2),   # 305 outputs: two tiles
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
@@ -471,8 +473,8 @@ def test_depthwise_rule():
     def depthwise(length, c_out=64, dilation=1):
         return convt_blas.kernels.plan_info(
             (1, 64, length, c_out, 6, 3, 2, 1, dilation, 64))["depthwise"]
-    assert depthwise(64)
-    assert not depthwise(65)  # long rows: the phase path vectorises along them
+    assert depthwise(128)
+    assert not depthwise(129)  # long rows: the phase path vectorises along them
     assert not depthwise(32, c_out=128)  # two output channels per group
     assert not depthwise(32, dilation=2)
 

@@ -105,9 +105,10 @@ def module_for(layer, w, b):
 
 
 def held_bytes(module):
-    """Memory a layer keeps beyond its parameters: the transformed weight, if any."""
-    held = module._transformed
-    return 0 if held is None else held[1].nbytes
+    """Memory a layer keeps beyond its parameters: its weight transformed for F(3,2) or
+    laid out as rows for the GEMM path, if any."""
+    return sum(0 if held is None else held[1].nbytes
+               for held in (module._transformed, module._weight_rows))
 
 
 def run(threads_list, seconds, only, rounds, bias=True):
@@ -149,7 +150,7 @@ def run(threads_list, seconds, only, rounds, bias=True):
                     return module(x)
 
                 def cold_layer_call():
-                    module._transformed = None  # as a layer just loaded
+                    module._transformed = module._weight_rows = None  # as a layer just loaded
                     return module(x)
 
                 sample = samples.setdefault(
@@ -251,8 +252,9 @@ def module_table(rows, threads_list):
     lines = [
         "",
         "convt_blas.nn.ConvTranspose1d, the same layers and torch times: its weight "
-        "transformed for F(3,2) is kept from call to call (held MiB; made by the first "
-        "call, which the first-call column times), inputs from 128 positions on take F(3,2)",
+        "transformed for F(3,2), or laid out as rows for the GEMM path, is kept from call "
+        "to call (held MiB; made by the first call, which the first-call column times), "
+        "inputs from 128 positions on take F(3,2)",
         "",
         "| layer | threads | ms | GFLOP/s | % sgemm | speed-up | first call ms "
         "| extra MiB | held MiB |",

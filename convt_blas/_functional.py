@@ -104,13 +104,15 @@ def _workspace(dtype, size):
 
 @functools.lru_cache(maxsize=1024)
 def _plan_sizes(params, prepared_weight, winograd_enabled, blas_small_matrix_kernels):
-    """(takes the prepared weight, units per sample, workspace per worker) for a call.
+    """(takes the prepared weight, takes the weight's rows, units per sample, workspace
+    per worker) for a call, given whether it has a prepared weight (and rows).
 
     Remembered per shape and the planner's two settings: planning takes
     about 15 us, a small call a few hundred.
     """
     takes_prepared = prepared_weight and kernels.takes_prepared_weights(params)
-    return (takes_prepared,) + kernels.plan_sizes(params, takes_prepared)
+    takes_rows = prepared_weight and not takes_prepared and kernels.takes_weight_rows(params)
+    return (takes_prepared, takes_rows) + kernels.plan_sizes(params, takes_prepared)
 
 
 def set_winograd(enabled):
@@ -325,11 +327,13 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, groups, dilation,
-                      out, prepared_weight=None):
+                      out, prepared_weight=None, weight_rows=None):
     """conv_transpose1d on the CPU. ``prepared_weight(params, w, n_threads)``: a
     callable giving ``kernels.prepare_winograd_weights(params, w, n_threads)``
     for the weight ``w`` as the kernels read it, called only when the call
-    would use it (see convt_blas.nn.ConvTranspose1d, which keeps the result)."""
+    would use it (see convt_blas.nn.ConvTranspose1d, which keeps the result).
+    ``weight_rows(params, w)``: likewise ``kernels.transpose_weights(params, w)``,
+    for calls on the GEMM path; only with ``prepared_weight``."""
     x = _native(_as_array(input, "input"))
     w = _native(_as_array(weight, "weight"))
     b = None if bias is None else _native(_as_array(bias, "bias"))
@@ -356,13 +360,15 @@ def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, grou
         strides = _kernel_strides(x3)
 
     params = spec.kernel_params
-    takes_prepared, units_per_sample, per_worker = _plan_sizes(
+    takes_prepared, takes_rows, units_per_sample, per_worker = _plan_sizes(
         params, prepared_weight is not None, kernels.winograd_enabled(),
         kernels.blas_small_matrix_kernels())
+    takes_rows = takes_rows and weight_rows is not None
     flops = 2 * spec.batch * spec.in_length * spec.in_channels * spec.kernel_size * (
         spec.out_channels // spec.groups)
     workers = _threads.plan_threads(spec.batch * units_per_sample, flops)
     prepared = prepared_weight(params, w, workers) if takes_prepared else None
+    rows = weight_rows(params, w) if takes_rows else None
     workspace = _workspace(x3.dtype, per_worker * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
     # An unaligned or float16 out= is filled from an aligned result at the end.
@@ -371,7 +377,7 @@ def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, grou
 
     _threads.blas_single_thread.enter()
     try:
-        kernels.run(params, x3, strides, w, b, result, workspace, workers, prepared)
+        kernels.run(params, x3, strides, w, b, result, workspace, workers, prepared, rows)
     finally:
         _threads.blas_single_thread.exit()
 

@@ -1,5 +1,6 @@
 """Winograd's F(3,2) path (layers with K == 2*stride): when it is taken, and that it is right."""
 import contextlib
+import pickle
 
 import numpy as np
 import pytest
@@ -414,3 +415,76 @@ def test_layer_random_configurations(seed):
     args = (s, padding, output_padding, groups)
     assert_close(layer(x), conv_transpose1d_reference(x, w, b, *args), dtype)
     assert (layer._transformed is not None) == (length >= 128)
+
+
+# The GEMM path on the weight's rows (kernels.transpose_weights), which the layer keeps for
+# calls that do not take F(3,2): BLAS packs it faster, and the results keep their bits.
+
+ROWS_CASES = [  # (n, c_in_g, c_out_g, k, stride, padding, length, groups, channels_last, merged)
+    (1, 512, 256, 16, 8, 4, 100, 1, False, 1),  # HiFi-GAN's first layer, position-major columns
+    (4, 384, 64, 16, 8, 4, 80, 1, False, 4),    # batch elements sharing one GEMM
+    (2, 40, 24, 7, 3, 2, 900, 2, False, 1),     # channel-major columns, two groups
+    (2, 256, 64, 16, 8, 4, 100, 1, True, 2),    # channels-last input, one GEMM for both
+]
+
+
+@pytest.mark.parametrize("case", ROWS_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+def test_weight_rows_give_the_same_bits(rng, case, dtype):
+    n, c_in_g, c_out_g, k, s, p, length, groups, channels_last, merged = case
+    x, w, b = make_case(rng, n, c_in_g, c_out_g, k, length, groups, dtype)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    shape = (n, c_in_g * groups, length, c_out_g * groups, k, s, p, 0, 1, groups)
+    assert kernels.takes_weight_rows(shape)
+    assert plan(*shape)["samples_per_unit"] == merged
+    rows = kernels.transpose_weights(shape, w)
+    assert rows[:c_in_g].tolist() == w[:c_in_g, 0, 0].tolist()  # (C_out/g * K, C_in/g) per group
+    out_length = plan(*shape)["out_length"]
+    strides = tuple(step // x.itemsize for step in x.strides)
+    results = []
+    for weight_rows in (None, rows):
+        out = np.empty((n, c_out_g * groups, out_length), dtype)
+        workspace = np.empty(kernels.plan_sizes(shape)[1] * 2, dtype)
+        kernels.run(shape, x, strides, w, b, out, workspace, 2, None, weight_rows)
+        results.append(out)
+    np.testing.assert_array_equal(results[1], results[0])
+    assert_close(results[1], conv_transpose1d_reference(x, w, b, s, p, groups=groups), dtype)
+    # The GEMMs read the rows, not the weight: rows of 2w give exactly twice the taps.
+    doubled, plain = np.empty_like(results[0]), np.empty_like(results[0])
+    kernels.run(shape, x, strides, w, None, plain, workspace, 2)
+    kernels.run(shape, x, strides, w, None, doubled, workspace, 2, None,
+                kernels.transpose_weights(shape, 2 * w))
+    np.testing.assert_array_equal(doubled, 2 * plain)
+
+
+def test_weight_rows_rule_and_checks(rng):
+    assert not kernels.takes_weight_rows((1, 256, 800, 128, 16, 8, 4, 0, 1, 1))  # F(3,2)
+    assert kernels.takes_weight_rows((1, 256, 100, 128, 16, 8, 4, 0, 1, 1))  # too short for it
+    assert not kernels.takes_weight_rows((1, 512, 32, 512, 6, 3, 2, 1, 1, 512))  # direct taps
+    shape = (1, 128, 100, 64, 16, 8, 4, 0, 1, 1)
+    x, w, b = make_case(rng, 1, 128, 64, 16, 100, 1)
+    out = np.empty((1, 64, plan(*shape)["out_length"]), np.float32)
+    workspace = np.empty(kernels.plan_sizes(shape)[1], np.float32)
+    rows = kernels.transpose_weights(shape, w)
+    for wrong in (rows[:-1], rows.astype(np.float64), np.zeros(2 * w.size, np.float32)[::2]):
+        with pytest.raises(ValueError, match="weight rows"):
+            kernels.run(shape, x, (128 * 100, 100, 1), w, b, out, workspace, 1, None, wrong)
+
+
+def test_layer_keeps_weight_rows_for_the_gemm_path(rng):
+    x, w, b = make_case(rng, 2, 256, 64, 16, 100, 1)
+    layer = layer_with(w, b, 8, 4)
+    y = layer(x)
+    np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, 8, 4))
+    assert layer._transformed is None and layer._weight_rows[0] is layer.weight
+    assert layer._weight_rows[1].size == w.size
+    np.testing.assert_array_equal(layer(x), y)  # the held rows, reused
+    assert pickle.loads(pickle.dumps(layer))._weight_rows is None
+    layer.weight = w[:, ::-1].copy()  # a new weight drops them; calls use the new one's
+    assert layer._weight_rows is None
+    np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, layer.weight, b, 8, 4))
+    layer.keep_transformed_weight = False
+    assert layer._weight_rows is None
+    layer(x)
+    assert layer._weight_rows is None

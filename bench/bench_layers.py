@@ -107,7 +107,7 @@ def module_for(layer, w, b):
 def held_bytes(module):
     """Memory a layer keeps beyond its parameters: its weight transformed for F(3,2) or
     laid out as rows for the GEMM path, if any."""
-    return sum(0 if held is None else held[1].nbytes
+    return sum(0 if held is None or held[1] is None else held[1].nbytes
                for held in (module._transformed, module._weight_rows))
 
 

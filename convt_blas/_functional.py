@@ -332,7 +332,7 @@ def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, grou
     callable giving ``kernels.prepare_winograd_weights(params, w, n_threads)``
     for the weight ``w`` as the kernels read it, called only when the call
     would use it (see convt_blas.nn.ConvTranspose1d, which keeps the result).
-    ``weight_rows(params, w)``: likewise ``kernels.transpose_weights(params, w)``,
+    ``weight_rows(params, w, n_threads)``: likewise ``kernels.transpose_weights``,
     for calls on the GEMM path; only with ``prepared_weight``."""
     x = _native(_as_array(input, "input"))
     w = _native(_as_array(weight, "weight"))
@@ -368,7 +368,7 @@ def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, grou
         spec.out_channels // spec.groups)
     workers = _threads.plan_threads(spec.batch * units_per_sample, flops)
     prepared = prepared_weight(params, w, workers) if takes_prepared else None
-    rows = weight_rows(params, w) if takes_rows else None
+    rows = weight_rows(params, w, workers) if takes_rows else None
     workspace = _workspace(x3.dtype, per_worker * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
     # An unaligned or float16 out= is filled from an aligned result at the end.

@@ -131,10 +131,11 @@ class ConvTranspose1d:
     weight transformed for it after the first call of 128 or more input
     positions: twice the weight's memory, which spares later calls the
     transform and lets inputs from 128 positions on take F(3,2) (512 for
-    :func:`convt_blas.conv_transpose1d`). Calls on the plain GEMM path keep
-    a copy of the weight laid out as the GEMMs read it fastest (its rows,
-    ``C_in/groups`` long): once the weight's memory, 6-16% faster on the
-    benchmark's short deep inputs, and the same bits as the function. GEMMs
+    :func:`convt_blas.conv_transpose1d`). From the second call on the plain
+    GEMM path, a layer keeps a copy of the weight laid out as the GEMMs read
+    it fastest (its rows, ``C_in/groups`` long): once the weight's memory,
+    6-16% faster on the benchmark's short deep inputs, and the same bits as
+    the function. GEMMs
     small enough for OpenBLAS's small-matrix kernels (a streaming chunk of a
     few positions) do without it. A new weight drops both;
     ``keep_transformed_weight = False`` turns them off. Results equal the
@@ -484,13 +485,23 @@ class ConvTranspose1d:
             self._transformed = (weight, transformed)
         return transformed
 
-    def _rows_of_weight(self, weight, params, kernel_weight):
+    def _rows_of_weight(self, weight, params, kernel_weight, n_threads):
         """``weight`` laid out as the GEMM path reads it fastest (kernels.transpose_weights),
-        kept, and keyed as _transformed_weight's."""
+        kept, keyed as _transformed_weight's; None on the weight's first GEMM-path call.
+
+        Laying out a weight costs up to half a call on short inputs (DAC's first
+        layer: 23 ms against 48), so a layer invests in it only once it is
+        called again with the same weight: a layer called once never pays it,
+        and results are the same bits with or without it.
+        """
         held = self._weight_rows
-        if held is not None and held[0] is weight:
+        if held is not None and held[0] is weight and held[1] is not None:
             return held[1]
-        rows = kernels.transpose_weights(params, kernel_weight)
+        if held is None or held[0] is not weight:  # its first GEMM-path call
+            if self._keep_transformed:
+                self._weight_rows = (weight, None)
+            return None
+        rows = kernels.transpose_weights(params, kernel_weight, n_threads)
         if self._keep_transformed:
             self._weight_rows = (weight, rows)
         return rows

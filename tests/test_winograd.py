@@ -467,6 +467,8 @@ def test_weight_rows_rule_and_checks(rng):
     out = np.empty((1, 64, plan(*shape)["out_length"]), np.float32)
     workspace = np.empty(kernels.plan_sizes(shape)[1], np.float32)
     rows = kernels.transpose_weights(shape, w)
+    np.testing.assert_array_equal(rows, w.reshape(128, -1).T.ravel())
+    np.testing.assert_array_equal(kernels.transpose_weights(shape, w, 2), rows)
     for wrong in (rows[:-1], rows.astype(np.float64), np.zeros(2 * w.size, np.float32)[::2]):
         with pytest.raises(ValueError, match="weight rows"):
             kernels.run(shape, x, (128 * 100, 100, 1), w, b, out, workspace, 1, None, wrong)
@@ -477,14 +479,20 @@ def test_layer_keeps_weight_rows_for_the_gemm_path(rng):
     layer = layer_with(w, b, 8, 4)
     y = layer(x)
     np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, 8, 4))
+    assert layer._weight_rows == (layer.weight, None)  # a first call makes none
+    np.testing.assert_array_equal(layer(x), y)  # the second makes and keeps them
     assert layer._transformed is None and layer._weight_rows[0] is layer.weight
     assert layer._weight_rows[1].size == w.size
     np.testing.assert_array_equal(layer(x), y)  # the held rows, reused
     assert pickle.loads(pickle.dumps(layer))._weight_rows is None
     layer.weight = w[:, ::-1].copy()  # a new weight drops them; calls use the new one's
     assert layer._weight_rows is None
-    np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, layer.weight, b, 8, 4))
+    for _ in range(2):
+        np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, layer.weight, b,
+                                                                            8, 4))
+    assert layer._weight_rows[0] is layer.weight and layer._weight_rows[1] is not None
     layer.keep_transformed_weight = False
     assert layer._weight_rows is None
+    layer(x)
     layer(x)
     assert layer._weight_rows is None

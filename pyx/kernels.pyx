@@ -607,45 +607,61 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
               <double complex*>a, &lda, &zero, c, &ldc)
 
 
+cdef inline bint _reads_rows(const scalar_t* w_rows, int64_t m, int64_t n,
+                             int64_t k) noexcept nogil:
+    """Whether a GEMM with an m-row result reads the weight's rows (transpose_weights).
+
+    Only GEMMs that BLAS runs blocked either way do: a blocked GEMM packs
+    both layouts into the same panels, so the bits are the same. Matrix-vector
+    rows (_gemm) and OpenBLAS's small-matrix kernels (at most 10^6
+    multiply-adds; their variants differ by transposition) keep the weight.
+    """
+    return (w_rows != NULL and m > GEMV_MAX_ROWS
+            and <double>m * <double>n * <double>k > SMALL_GEMM_WORK)
+
+
 cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
                               int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                              bint w_rows, int64_t n_channels, int64_t n_cols,
+                              const scalar_t* w_rows, int64_t n_channels, int64_t n_cols,
                               scalar_t* columns, scalar_t* scratch) noexcept nogil:
     """columns[c*K + k, l] = sum_i W_g[i, c, k] * X_g[i, l]: one row per (channel, tap).
 
-    ``w_rows``: ``w_block`` holds the weight's rows (c*K + k, i), C_in/g long
-    (transpose_weights), else W_g's own layout.
+    ``w_rows``: NULL, or the block's weight rows (c*K + k, i), C_in/g long
+    (transpose_weights), read instead of ``w_block`` where _reads_rows allows.
     """
-    cdef bint trans_w = not w_rows
-    cdef int ld_w = <int>(plan.c_in_g if w_rows else plan.c_out_g * K)
+    cdef bint rows = _reads_rows(w_rows, n_channels * K, n_cols, plan.c_in_g)
+    cdef const scalar_t* w_gemm = w_rows if rows else w_block
+    cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart.
-        _gemm(trans_w, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
-              w_block, ld_w, x_tile, <int>sx_c, columns, <int>n_cols, scratch)
+        _gemm(not rows, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+              w_gemm, ld_w, x_tile, <int>sx_c, columns, <int>n_cols, scratch)
     else:
         # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
-        _gemm(trans_w, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
-              w_block, ld_w, x_tile, <int>sx_l, columns, <int>n_cols, scratch)
+        _gemm(not rows, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+              w_gemm, ld_w, x_tile, <int>sx_l, columns, <int>n_cols, scratch)
 
 
 cdef void _columns_by_position(const Plan* plan, int64_t K, const scalar_t* x_tile,
                                int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                               bint w_rows, int64_t n_channels, int64_t n_cols,
+                               const scalar_t* w_rows, int64_t n_channels, int64_t n_cols,
                                scalar_t* columns, scalar_t* scratch) noexcept nogil:
     """columns[l, c*K + k] = sum_i X_g[i, l] * W_g[i, c, k]: one row per input position.
 
     ``w_rows`` as in _columns_by_channel.
     """
     cdef int64_t m_cols = n_channels * K
-    cdef int ld_w = <int>(plan.c_in_g if w_rows else plan.c_out_g * K)
+    cdef bint rows = _reads_rows(w_rows, n_cols, m_cols, plan.c_in_g)
+    cdef const scalar_t* w_gemm = w_rows if rows else w_block
+    cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart: use its transpose.
-        _gemm(True, w_rows, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
-              x_tile, <int>sx_c, w_block, ld_w, columns, <int>m_cols, scratch)
+        _gemm(True, rows, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
+              x_tile, <int>sx_c, w_gemm, ld_w, columns, <int>m_cols, scratch)
     else:
         # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
-        _gemm(False, w_rows, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
-              x_tile, <int>sx_l, w_block, ld_w, columns, <int>m_cols, scratch)
+        _gemm(False, rows, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
+              x_tile, <int>sx_l, w_gemm, ld_w, columns, <int>m_cols, scratch)
 
 
 cdef void _scatter_taps(const convt_blas_params* p, const Plan* plan, const scalar_t* bias,
@@ -816,8 +832,8 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
 cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_first, int64_t g,
                      int64_t co0, int64_t n_channels, int64_t l_lo, int64_t l_hi,
                      const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                     const scalar_t* w_block, bint w_rows, const scalar_t* bias_block,
-                     scalar_t* out,
+                     const scalar_t* w_block, const scalar_t* w_rows,
+                     const scalar_t* bias_block, scalar_t* out,
                      scalar_t* columns, scalar_t* x_copy) noexcept nogil:
     """A one-tile unit over batch elements [n_first, n_first + samples_per_unit): one GEMM.
 
@@ -1276,7 +1292,7 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     cdef scalar_t* phase = copy + plan.copy_elements
     cdef const scalar_t* x_group
     cdef const scalar_t* w_block
-    cdef const scalar_t* gemm_w
+    cdef const scalar_t* rows_block = NULL
     cdef const scalar_t* bias_block
     cdef scalar_t* out_block
 
@@ -1311,23 +1327,23 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     g = g_first
     bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
     w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
-    # The GEMMs' weight: rows (c*K + k) of the group's (C_out/g * K, C_in/g), or W_g itself.
-    gemm_w = w_block if w_rows == NULL else w_rows + (g * plan.c_out_g + co0) * K * plan.c_in_g
+    if w_rows != NULL:  # rows c*K + k of the group's (C_out/g * K, C_in/g)
+        rows_block = w_rows + (g * plan.c_out_g + co0) * K * plan.c_in_g
     if plan.samples_per_unit > 1:
         _run_merged(p, plan, n * plan.samples_per_unit, g, co0, n_channels, l_lo, l_hi,
-                    x, sx_n, sx_c, sx_l, gemm_w, w_rows != NULL, bias_block, out, columns, copy)
+                    x, sx_n, sx_c, sx_l, w_block, rows_block, bias_block, out, columns, copy)
         return
     out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
     x_group = x + n * sx_n + g * plan.c_in_g * sx_c
     if n_cols > 0 and plan.position_major:
-        _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, gemm_w,
-                             w_rows != NULL, n_channels, n_cols, columns, copy)
+        _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                             rows_block, n_channels, n_cols, columns, copy)
         _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
                       out_block)
         return
     if n_cols > 0:
-        _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, gemm_w,
-                            w_rows != NULL, n_channels, n_cols, columns, copy)
+        _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                            rows_block, n_channels, n_cols, columns, copy)
     _gather_phases(p, plan, bias_block, 1, n_channels, start, stop, l_lo, l_hi, columns,
                    x_group, sx_c, sx_l, w_block, phase, out_block)
 

@@ -496,3 +496,22 @@ def test_layer_keeps_weight_rows_for_the_gemm_path(rng):
     layer(x)
     layer(x)
     assert layer._weight_rows is None
+
+
+@pytest.mark.parametrize("shape,dtype", [
+    ((2, 96, 140, 32, 3, 2, 4, 1, 1, 1), np.float64),   # edge tiles of one or two columns
+    ((2, 260, 40, 140, 3, 8, 4, 4, 1, 2), np.float32),  # small GEMMs beside large ones
+])
+def test_layer_calls_keep_their_bits_once_rows_are_kept(rng, shape, dtype):
+    """GEMMs that BLAS would run unblocked (matrix-vector rows, small-matrix kernels) keep
+    the weight itself, so the call that lays out the rows and those after it give the
+    first call's bits."""
+    n, c_in, length, c_out, k, s, p, op, d, groups = shape
+    layer = convt_blas.nn.ConvTranspose1d(c_in, c_out, k, s, p, op, groups, dtype=dtype, rng=rng)
+    x = rng.standard_normal((n, c_in, length)).astype(dtype)
+    first = layer(x)
+    for _ in range(2):
+        np.testing.assert_array_equal(layer(x), first)
+    assert layer._weight_rows[1] is not None  # the later calls did read rows
+    np.testing.assert_array_equal(first, convt_blas.conv_transpose1d(x, layer.weight, layer.bias,
+                                                                     s, p, op, groups))

@@ -135,12 +135,11 @@ class ConvTranspose1d:
     GEMM path, a layer keeps a copy of the weight laid out as the GEMMs read
     it fastest (its rows, ``C_in/groups`` long): once the weight's memory,
     6-16% faster on the benchmark's short deep inputs, and the same bits as
-    the function. GEMMs
-    small enough for OpenBLAS's small-matrix kernels (a streaming chunk of a
-    few positions) do without it. A new weight drops both;
-    ``keep_transformed_weight = False`` turns them off. Results equal the
-    function's within rounding; for inputs of 512 positions or more, or on
-    the GEMM path, bitwise.
+    the function (GEMMs small enough for OpenBLAS's small-matrix kernels, as
+    in a streaming chunk of a few positions, keep the weight itself). A new
+    weight drops both; ``keep_transformed_weight = False`` turns them off.
+    Results equal the function's within rounding; for inputs of 512
+    positions or more, or on the GEMM path, bitwise.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,

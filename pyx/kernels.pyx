@@ -30,7 +30,6 @@ from libc.stdlib cimport malloc, free
 from cython.parallel cimport prange, threadid
 from scipy.linalg.cython_blas cimport sgemm, dgemm, cgemm, zgemm, sgemv, dgemv, cgemv, zgemv
 
-import numpy as np
 cimport numpy as cnp
 
 cnp.import_array()

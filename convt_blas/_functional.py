@@ -119,8 +119,9 @@ def set_winograd(enabled):
     """Allow (the default) or forbid Winograd's F(3,2) on layers that qualify.
 
     Layers with ``kernel_size == 2*stride``, no dilation, an input of at least
-    512 positions and at least 64 input channels and ``C_out/groups * stride``
-    per group run four GEMMs for every three output strides instead of six:
+    512 positions (256 when a group's weight has at most 2**21 elements) and
+    at least 64 input channels and ``C_out/groups * stride`` per group run
+    four GEMMs for every three output strides instead of six:
     a third fewer multiply-adds, with a rounding error within about twice
     that of the plain GEMM path (see the README); batch elements whose result
     is not all finite (inf or NaN inputs or weights) are computed again on

@@ -131,15 +131,16 @@ class ConvTranspose1d:
     weight transformed for it after the first call of 128 or more input
     positions: twice the weight's memory, which spares later calls the
     transform and lets inputs from 128 positions on take F(3,2) (512 for
-    :func:`convt_blas.conv_transpose1d`). From the second call on the plain
+    :func:`convt_blas.conv_transpose1d`, or 256 for weights of at most 2**21
+    elements per group). From the second call on the plain
     GEMM path, a layer keeps a copy of the weight laid out as the GEMMs read
     it fastest (its rows, ``C_in/groups`` long): once the weight's memory,
     6-16% faster on the benchmark's short deep inputs, and the same bits as
     the function (GEMMs small enough for OpenBLAS's small-matrix kernels, as
     in a streaming chunk of a few positions, keep the weight itself). A new
     weight drops both; ``keep_transformed_weight = False`` turns them off.
-    Results equal the function's within rounding; for inputs of 512
-    positions or more, or on the GEMM path, bitwise.
+    Results equal the function's within rounding; bitwise where the function
+    takes F(3,2) too, and on the GEMM path.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,

@@ -130,9 +130,10 @@ CONVT_BLAS_KERNEL_TYPE(convt_blas_kernel_c128, CONVT_BLAS_COMPLEX128);
  * convt_blas.nn.ConvTranspose1d keeps it: for layers with kernel_size ==
  * 2*stride, dilation 1, C_in/groups >= 64 and C_out/groups*stride >= 64.
  * Calls that pass it skip transforming the weight and take F(3,2) from 128
- * input positions on (512 without it); results equal the plain kernel's
- * within float rounding, bitwise from 512 positions on, and, like its, do
- * not depend on n_threads or the split of the batch.
+ * input positions on (512 without it, or 256 for weights of at most 2^21
+ * elements per group); results equal the plain kernel's within float
+ * rounding, bitwise where it takes F(3,2) too, and, like its, do not
+ * depend on n_threads or the split of the batch.
  *
  * prepare_weight_T(p, weight, prepared, prepared_len, n_threads) fills
  * prepared (prepared_len == prepared_weight_length(p) elements, twice the

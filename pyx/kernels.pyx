@@ -100,10 +100,18 @@ cdef bint BLAS_SMALL_MATRIX_KERNELS = False
 # sides, C_in/g and C_out/g * stride, are at least WINOGRAD_MIN_SIDE.
 # Measured on the benchmark's layers: transforming the weight costs more
 # per call than a few hundred input positions save (L_in 250 with a 64 MiB
-# weight: 6% slower, L_in 75-100: 8-49% slower), while from 64 channels
+# weight: 3-10% slower, L_in 75-100: 8-49% slower), while from 64 channels
 # and 512 positions on every layer is faster (64 -> 32, K = 4: 7-18%).
+# Groups whose weight has at most WINOGRAD_SMALL_WEIGHT elements take it
+# from WINOGRAD_SMALL_WEIGHT_MIN_LENGTH: at 256 positions, 64 -> 32 to
+# 512 -> 256 (K = 16) and 1024 -> 256 (K = 8) 3-29% faster at 1 and 2
+# threads, while larger weights were mixed there (768 -> 384, K = 16: 5%
+# faster at 1 thread, 11% slower at 2; 1536 -> 768: 2% slower), and at
+# 192 positions small ones too (512 -> 256: 8% faster or 27% slower).
 # Settable from Python (convt_blas.set_winograd).
 cdef int64_t WINOGRAD_MIN_LENGTH = 512
+cdef int64_t WINOGRAD_SMALL_WEIGHT = 1 << 21
+cdef int64_t WINOGRAD_SMALL_WEIGHT_MIN_LENGTH = 256
 cdef int64_t WINOGRAD_MIN_SIDE = 64
 # With the weight transformed beforehand (prepare_winograd_weights, held by
 # convt_blas.nn.ConvTranspose1d) only the input is transformed per call.
@@ -384,7 +392,9 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     plan.winograd = winograd_allowed and _winograd_shape(p)
     plan.prepared_weights = plan.winograd and prepared_weights
     plan.winograd = plan.winograd and p.in_length >= (
-        WINOGRAD_PREPARED_MIN_LENGTH if plan.prepared_weights else WINOGRAD_MIN_LENGTH)
+        WINOGRAD_PREPARED_MIN_LENGTH if plan.prepared_weights
+        else WINOGRAD_SMALL_WEIGHT_MIN_LENGTH if c_in_g * c_out_g * K <= WINOGRAD_SMALL_WEIGHT
+        else WINOGRAD_MIN_LENGTH)
     if plan.winograd:
         return _plan_winograd(p, plan)
     return CONVT_BLAS_OK

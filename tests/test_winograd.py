@@ -36,7 +36,11 @@ def test_rule():
     assert convt_blas.get_winograd()
     assert plan(1, 256, 800, 128, 16, 8, 4)["winograd"]
     assert plan(1, 64, 512, 32, 4, 2, 1)["winograd"]  # both sides exactly 64
-    assert not plan(1, 256, 511, 128, 16, 8, 4)["winograd"]  # input too short
+    assert not plan(1, 1024, 511, 512, 8, 4)["winograd"]  # input too short for 4 Mi weights
+    assert plan(1, 1024, 512, 512, 8, 4)["winograd"]
+    assert plan(1, 512, 256, 256, 16, 8, 4)["winograd"]  # at most 2 Mi weights: from 256
+    assert not plan(1, 512, 255, 256, 16, 8, 4)["winograd"]
+    assert not plan(1, 1024, 256, 512, 8, 4)["winograd"]
     assert not plan(1, 63, 12800, 32, 4, 2, 1)["winograd"]  # 63 input channels
     assert not plan(1, 128, 6400, 31, 4, 2, 1)["winograd"]  # C_out * stride = 62
     assert not plan(1, 256, 800, 128, 15, 8, 4)["winograd"]  # K != 2*stride
@@ -262,7 +266,8 @@ def test_layer_matches_reference_and_function(rng, case):
     assert layer._transformed is not None and layer._transformed[0] is layer.weight
     assert layer._transformed[1].size == 2 * w.size
     function = convt_blas.conv_transpose1d(x, w, b, *args)
-    if length >= 512:  # the same F(3,2), weight transformed before or during the call
+    if plan(n, c_in_g * groups, length, c_out_g * groups, 2 * s, s, p, op, 1,
+            groups)["winograd"]:  # the same F(3,2), weight transformed before or during the call
         np.testing.assert_array_equal(y, function)
     else:  # F(3,2) against the function's GEMM path
         assert not np.array_equal(y, function)

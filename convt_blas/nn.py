@@ -215,8 +215,7 @@ class ConvTranspose1d:
                             f"not {type(value).__name__}")
         self._keep_transformed = bool(value)
         if not value:
-            self._transformed = None
-            self._weight_rows = None
+            self._drop_kept_weights()
 
     def __getstate__(self):
         # The transform is remade on demand; a pickle need not carry twice the weight.
@@ -233,7 +232,10 @@ class ConvTranspose1d:
 
     def _set_weight(self, weight):
         self._weight = weight
-        # Frees them now; calls match them by the weight array anyway.
+        self._drop_kept_weights()  # frees them now; calls match them by the weight anyway
+
+    def _drop_kept_weights(self):
+        """Forget the weight's F(3,2) transform and rows (see Notes)."""
         self._transformed = None
         self._weight_rows = None
 

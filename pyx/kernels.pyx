@@ -616,17 +616,20 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
               <double complex*>a, &lda, &zero, c, &ldc)
 
 
-cdef inline bint _reads_rows(const scalar_t* w_rows, int64_t m, int64_t n,
-                             int64_t k) noexcept nogil:
-    """Whether a GEMM with an m-row result reads the weight's rows (transpose_weights).
+cdef inline bint _blocked_either_way(int64_t m, int64_t n, int64_t k) noexcept nogil:
+    """Whether a GEMM with an m-row result may read the weight's rows (transpose_weights).
 
     Only GEMMs that BLAS runs blocked either way do: a blocked GEMM packs
     both layouts into the same panels, so the bits are the same. Matrix-vector
     rows (_gemm) and OpenBLAS's small-matrix kernels (at most 10^6
     multiply-adds; their variants differ by transposition) keep the weight.
     """
-    return (w_rows != NULL and m > GEMV_MAX_ROWS
-            and <double>m * <double>n * <double>k > SMALL_GEMM_WORK)
+    return m > GEMV_MAX_ROWS and <double>m * <double>n * <double>k > SMALL_GEMM_WORK
+
+
+cdef inline bint _reads_rows(const scalar_t* w_rows, int64_t m, int64_t n,
+                             int64_t k) noexcept nogil:
+    return w_rows != NULL and _blocked_either_way(m, n, k)
 
 
 cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
@@ -1657,16 +1660,18 @@ def winograd_enabled():
 
 def takes_weight_rows(tuple shape):
     """Whether a call of ``shape`` that has a prepared weight but runs the GEMM path
-    (not F(3,2), not direct taps) takes the weight's rows (transpose_weights)."""
+    (not F(3,2), not direct taps) takes the weight's rows (transpose_weights): whether
+    its largest GEMM reads them (_blocked_either_way)."""
     cdef convt_blas_params p
     cdef Plan plan
+    cdef int64_t rows, columns
     _plan_or_raise(shape, &p, &plan, True)
     if plan.winograd or plan.direct_taps:
         return False
-    # GEMMs cut for OpenBLAS's small-matrix kernels stay on the weight itself:
-    # those kernels do not pack it, and run no transposed-weight variant.
-    return not (BLAS_SMALL_MATRIX_KERNELS and <double>plan.block_channels * p.kernel_size
-                * plan.max_columns * plan.c_in_g <= SMALL_GEMM_WORK)
+    rows = plan.block_channels * p.kernel_size
+    columns = plan.samples_per_unit * p.in_length if plan.samples_per_unit > 1 else plan.max_columns
+    return bool(_blocked_either_way(columns if plan.position_major else rows,
+                                    rows if plan.position_major else columns, plan.c_in_g))
 
 
 def transpose_weights(tuple shape, cnp.ndarray weight, int n_threads=1):

@@ -153,6 +153,7 @@ cdef struct Plan:
     bint direct_taps           # compute the taps from x and w instead of a GEMM
     bint depthwise             # direct taps, channels side by side (_run_depthwise_unit)
     bint position_major        # columns laid out (position, channel*K); see _make_plan
+    bint input_rows            # one-tile position-major units read the input as X_g^T rows
     int64_t column_elements    # one worker's column buffer (0 for direct taps)
     int64_t copy_elements      # one worker's copy of its samples' input (merged), or a vector
     int64_t worker_elements    # workspace per worker: columns, input copy, phase rows
@@ -368,6 +369,14 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
         if plan.samples_per_unit > 1:
             plan.column_elements = plan.block_channels * K * plan.samples_per_unit * p.in_length
             plan.copy_elements = c_in_g * plan.samples_per_unit * p.in_length
+    # One tile of position-major columns, one element per GEMM: BLAS packs
+    # the input's positions as rows of X_g^T (channels-last) faster than
+    # as X_g's rows. A worker lays a channels-first tile out so once, for
+    # all of its blocks (see _run_unit).
+    plan.input_rows = (plan.position_major and plan.n_tiles == 1
+                       and plan.samples_per_unit == 1)
+    if plan.input_rows:
+        plan.copy_elements = c_in_g * plan.max_columns
     plan.n_units = _ceil_div(p.batch, plan.samples_per_unit) * plan.units_per_sample
     # At most tile + 2*min(stride, tile) elements of phase rows.
     if plan.tile > INT64_MAX / 1024:
@@ -846,29 +855,33 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
                      const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                      const scalar_t* w_block, const scalar_t* w_rows,
                      const scalar_t* bias_block, scalar_t* out,
-                     scalar_t* columns, scalar_t* x_copy) noexcept nogil:
+                     scalar_t* columns, scalar_t* x_copy, int64_t* held_copy) noexcept nogil:
     """A one-tile unit over batch elements [n_first, n_first + samples_per_unit): one GEMM.
 
     The GEMM covers every input position of each element (rows j*L + l);
     each element's col2im then reads its rows l_lo..l_hi, as it would alone.
+    ``held_copy``: NULL, or the key (sample group, group) of the input that
+    ``x_copy`` holds (-1: none); the blocks of one sample group are
+    consecutive units, so a worker lays it out once, not once per block.
     """
     cdef int64_t K = p.kernel_size, L = p.in_length
     cdef int64_t count = _min(plan.samples_per_unit, p.batch - n_first)
-    cdef int64_t i, j, l
+    cdef int64_t j
     cdef const scalar_t* x_group = x + n_first * sx_n + g * plan.c_in_g * sx_c
-    cdef const scalar_t* src
-    cdef scalar_t* dst
+    cdef int64_t copy_key = (n_first / plan.samples_per_unit) * p.groups + g
     if not (sx_c == 1 and sx_n == L * sx_l):
         # Unless channels-last and packed (the elements' positions already
-        # follow each other as rows of X^T), lay the elements' rows side by
-        # side: X_g becomes (C_in/g, count*L).
-        for i in range(plan.c_in_g):
-            dst = x_copy + i * count * L
+        # follow each other as rows of X^T), lay the elements' positions one
+        # after another as rows of X_g^T, (count*L, C_in/g): BLAS packs that
+        # operand faster than X_g's own rows (with the same bits, as for any
+        # blocked GEMM).
+        if held_copy == NULL or held_copy[0] != copy_key:
             for j in range(count):
-                src = x_group + j * sx_n + i * sx_c
-                for l in range(L):
-                    dst[j * L + l] = src[l * sx_l]
-        x_group, sx_c, sx_l = x_copy, count * L, 1
+                _transpose(x_group + j * sx_n, sx_c, sx_l, plan.c_in_g, L,
+                           x_copy + j * L * plan.c_in_g, plan.c_in_g)
+            if held_copy != NULL:
+                held_copy[0] = copy_key
+        x_group, sx_c, sx_l = x_copy, 1, plan.c_in_g
     _columns_by_position(plan, K, x_group, sx_c, sx_l, w_block, w_rows, n_channels,
                          count * L, columns, NULL)
     for j in range(count):
@@ -1289,12 +1302,13 @@ cdef void _run_depthwise_unit(const convt_blas_params* p, const Plan* plan, int6
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                     const scalar_t* w, const scalar_t* w_rows, const scalar_t* bias,
-                    scalar_t* out, scalar_t* worker) noexcept nogil:
+                    scalar_t* out, scalar_t* worker, int64_t* held_copy) noexcept nogil:
     """One unit: output channels [co0, co0 + n_channels) of its groups, positions [start, stop).
 
     ``worker`` is the worker's workspace: its column buffer, its copy of
     merged samples' input (or one vector for _gemm), then its phase rows.
     ``w_rows``: NULL, or the weight's rows for the GEMMs (transpose_weights).
+    ``held_copy``: NULL, or what the worker's copy holds (see _run_merged).
     """
     cdef int64_t K = p.kernel_size
     cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop
@@ -1303,6 +1317,7 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     cdef scalar_t* copy = worker + plan.column_elements  # input copy, or _gemm's vector
     cdef scalar_t* phase = copy + plan.copy_elements
     cdef const scalar_t* x_group
+    cdef const scalar_t* x_tile
     cdef const scalar_t* w_block
     cdef const scalar_t* rows_block = NULL
     cdef const scalar_t* bias_block
@@ -1343,13 +1358,27 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
         rows_block = w_rows + (g * plan.c_out_g + co0) * K * plan.c_in_g
     if plan.samples_per_unit > 1:
         _run_merged(p, plan, n * plan.samples_per_unit, g, co0, n_channels, l_lo, l_hi,
-                    x, sx_n, sx_c, sx_l, w_block, rows_block, bias_block, out, columns, copy)
+                    x, sx_n, sx_c, sx_l, w_block, rows_block, bias_block, out, columns, copy,
+                    held_copy)
         return
     out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
     x_group = x + n * sx_n + g * plan.c_in_g * sx_c
     if n_cols > 0 and plan.position_major:
-        _columns_by_position(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
-                             rows_block, n_channels, n_cols, columns, copy)
+        x_tile = x_group + l_lo * sx_l
+        if (plan.input_rows and sx_l == 1 and held_copy != NULL
+                and _blocked_either_way(n_cols, n_channels * K, plan.c_in_g)):
+            # Blocked GEMMs only: BLAS's small-matrix kernels round the two
+            # layouts differently.
+            if held_copy[0] != n * p.groups + g:
+                _transpose(x_tile, sx_c, 1, plan.c_in_g, n_cols, copy, plan.c_in_g)
+                held_copy[0] = n * p.groups + g
+            _columns_by_position(plan, K, copy, 1, plan.c_in_g, w_block, rows_block,
+                                 n_channels, n_cols, columns, NULL)
+        else:
+            if held_copy != NULL:
+                held_copy[0] = -1  # ``copy`` may serve as _gemm's vector
+            _columns_by_position(plan, K, x_tile, sx_c, sx_l, w_block, rows_block,
+                                 n_channels, n_cols, columns, copy)
         _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
                       out_block)
         return
@@ -1425,14 +1454,25 @@ cdef void _run_gemm_plan(const convt_blas_params* p, const Plan* plan,
                          const scalar_t* w, const scalar_t* w_rows, const scalar_t* bias,
                          scalar_t* out, scalar_t* workspace, int64_t per_worker,
                          int64_t workers) noexcept nogil:
-    cdef int64_t unit
+    cdef int64_t unit, worker
+    # Per worker: which input its copy holds (see _run_merged and _run_unit);
+    # without this memory each unit lays it out again.
+    cdef int64_t* held_copy = NULL
+    if plan.samples_per_unit > 1 or plan.input_rows:
+        held_copy = <int64_t*>malloc(<size_t>workers * sizeof(int64_t))
+        if held_copy != NULL:
+            for worker in range(workers):
+                held_copy[worker] = -1
     if workers > 1:
         for unit in prange(plan.n_units, num_threads=<int>workers, schedule='guided'):
             _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, w_rows, bias, out,
-                      workspace + threadid() * per_worker)
+                      workspace + threadid() * per_worker,
+                      held_copy + threadid() if held_copy != NULL else NULL)
     else:
         for unit in range(plan.n_units):
-            _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, w_rows, bias, out, workspace)
+            _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, w_rows, bias, out, workspace,
+                      held_copy)
+    free(held_copy)
 
 
 cdef void _redo_non_finite_samples(const convt_blas_params* p,

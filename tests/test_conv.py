@@ -433,6 +433,37 @@ def test_short_inputs_of_many_channels(rng, length, dtype):
     assert_close(y, conv_transpose1d_reference(x, w, b, 8, 4))
 
 
+@pytest.mark.parametrize("batch,c_in_g,c_out_g,k,length,groups", [
+    (1, 300, 90, 8, 60, 1),    # blocked GEMMs but the last block's (BLAS's small kernels)
+    (1, 300, 96, 8, 60, 2),    # two groups of blocked GEMMs: each lays out its own input
+    (2, 300, 90, 8, 60, 2),    # two elements share each GEMM instead
+    (1, 512, 256, 16, 100, 1),  # HiFi-GAN's first layer
+])
+def test_one_tile_input_laid_out_as_rows(rng, batch, c_in_g, c_out_g, k, length, groups):
+    """One-tile position-major units lay a channels-first input out as X^T rows once per
+    worker: the same bits as channels-last or padded input, at any thread count."""
+    shape = (batch, c_in_g * groups, length, c_out_g * groups, k, k // 2, k // 4, 0, 1, groups)
+    info = convt_blas.kernels.plan_info(shape)
+    assert info["input_rows"] == (batch == 1) and info["n_blocks"] > 1
+    x, w, b = make_case(rng, batch, c_in_g, c_out_g, k, length, groups)
+    padded = np.zeros(x.shape[:2] + (length + 3,), x.dtype)
+    padded[:, :, :length] = x
+    inputs = [x, np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1),
+              padded[:, :, :length]]
+    results = []
+    try:
+        for threads in (1, 2):
+            convt_blas.set_num_threads(threads)
+            for xi in inputs:
+                results.append(convt_blas.conv_transpose1d(
+                    xi, w, b, stride=k // 2, padding=k // 4, groups=groups))
+    finally:
+        convt_blas.set_num_threads(None)
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
+    assert_close(results[0], conv_transpose1d_reference(x, w, b, k // 2, k // 4, 0, groups))
+
+
 @pytest.mark.parametrize("channels,length,k,stride,padding,output_padding", [
     (512, 32, 6, 3, 2, 1),   # the depthwise layer of PyTorch issue 47341
     (70, 64, 4, 2, 1, 0),    # a unit of 64 channels and one of 6

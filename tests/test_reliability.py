@@ -346,6 +346,9 @@ DETERMINISM_CASES = [
     (7, 16, 8, 7, 500, 2, np.float16, dict(stride=4, padding=3)),
     (7, 128, 64, 16, 12, 1, np.float32, dict(stride=8, padding=4)),      # elements share GEMMs
     (7, 128, 64, 16, 12, 1, np.float64, dict(stride=8, padding=20)),     # ... first column cropped
+    # Blocks of 17 channels x 14 taps: a partial tile of 16 rows, so never shared
+    # (shared, elements differed from their bits alone).
+    (7, 300, 130, 14, 100, 1, np.float64, dict(stride=7, padding=2, output_padding=3)),
     (7, 40, 30, 3, 10, 2, np.complex64, dict(stride=1, padding=3)),      # small GEMMs: never shared
     (7, 24, 30, 4, 2, 1, np.float32, dict(stride=2)),                    # 2 columns: never shared
 ]
@@ -364,6 +367,9 @@ def test_short_inputs_share_gemms_across_the_batch():
     assert alone > 1
     assert units_per_sample(16, 100) < alone
     assert units_per_sample(16, 2) == units_per_sample(1, 2)  # matrix-vector path: kept apart
+    # Channel blocks whose rows end in a partial tile of 16 are kept apart too.
+    partial = (300, 100, 130, 14, 7, 2, 3, 1, 1)
+    assert kernels.plan_sizes((16,) + partial)[0] == kernels.plan_sizes((1,) + partial)[0]
 
 
 def assert_bitwise_deterministic(x, w, b, groups, params):

@@ -41,6 +41,87 @@ static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c
     }
 }
 
+/* F(3,2)'s outputs from four products, in _combine_triples' order:
+ * P0 + (P1 + P2), P1 - P2, (P1 + P2) + P3, each plus bias if has_bias.
+ * Lanes that are not finite (v - v is 0 for finite v only) are set in
+ * *not_finite. */
+static inline void convt_blas_combine4_f32(__m128 p0, __m128 p1, __m128 p2, __m128 p3,
+                                           __m128 bias, int has_bias, __m128 *early,
+                                           __m128 *middle, __m128 *late, __m128 *not_finite)
+{
+    const __m128 zero = _mm_setzero_ps();
+    __m128 both = _mm_add_ps(p1, p2);
+    __m128 e = _mm_add_ps(p0, both), m = _mm_sub_ps(p1, p2), l = _mm_add_ps(both, p3);
+    if (has_bias) {
+        e = _mm_add_ps(e, bias);
+        m = _mm_add_ps(m, bias);
+        l = _mm_add_ps(l, bias);
+    }
+    *not_finite = _mm_or_ps(*not_finite, _mm_cmpneq_ps(_mm_sub_ps(e, e), zero));
+    *not_finite = _mm_or_ps(*not_finite, _mm_cmpneq_ps(_mm_sub_ps(m, m), zero));
+    *not_finite = _mm_or_ps(*not_finite, _mm_cmpneq_ps(_mm_sub_ps(l, l), zero));
+    *early = e;
+    *middle = m;
+    *late = l;
+}
+
+/* F(3,2)'s combine at stride 2 for two channels side by side, triples
+ * [0, count) inside the output. p0: the pair's four phases (channel c's two,
+ * then c + 1's) in P0's row of the first triple, rows ``rows`` apart, P1, P2,
+ * P3 ``step`` apart; dst0, dst1: each channel's first output of that triple.
+ * The scalar loop's operations (convt_blas_combine4_f32), so the same bits,
+ * four lanes at a time instead of the two the compiler finds within one
+ * channel. Returns nonzero if a value stored is not finite. */
+static inline int convt_blas_combine_s2_f32(const float *p0, ptrdiff_t step, ptrdiff_t rows,
+                                             ptrdiff_t count, float b0, float b1, int has_bias,
+                                             float *dst0, float *dst1)
+{
+    const __m128 bias = _mm_setr_ps(b0, b0, b1, b1);
+    __m128 not_finite = _mm_setzero_ps();
+    ptrdiff_t t;
+    for (t = 0; t < count; t++) {
+        const float *q = p0 + t * rows;
+        __m128 early, middle, late;
+        convt_blas_combine4_f32(_mm_loadu_ps(q), _mm_loadu_ps(q + step),
+                                _mm_loadu_ps(q + 2 * step), _mm_loadu_ps(q + 3 * step),
+                                bias, has_bias, &early, &middle, &late, &not_finite);
+        /* Channel c's outputs 6t..6t+5 are early, middle, late of its two
+         * phases: the low halves; channel c + 1's, the high halves. */
+        _mm_storeu_ps(dst0 + 6 * t, _mm_movelh_ps(early, middle));
+        _mm_storel_pi((__m64 *)(dst0 + 6 * t + 4), late);
+        _mm_storeu_ps(dst1 + 6 * t, _mm_movehl_ps(middle, early));
+        _mm_storeh_pi((__m64 *)(dst1 + 6 * t + 4), late);
+    }
+    return _mm_movemask_ps(not_finite);
+}
+
+/* The same for one channel at a stride s that is a multiple of 4: its s
+ * phases of each product four at a time, stored as they are (outputs
+ * 3ts + r, 3ts + s + r, 3ts + 2s + r). */
+static inline int convt_blas_combine_s4k_f32(const float *p0, ptrdiff_t step, ptrdiff_t rows,
+                                             ptrdiff_t count, ptrdiff_t s, float b,
+                                             int has_bias, float *dst)
+{
+    const __m128 bias = _mm_set1_ps(b);
+    __m128 not_finite = _mm_setzero_ps();
+    ptrdiff_t t, r;
+    for (t = 0; t < count; t++) {
+        const float *q = p0 + t * rows;
+        float *d = dst + 3 * t * s;
+        for (r = 0; r < s; r += 4) {
+            __m128 early, middle, late;
+            convt_blas_combine4_f32(_mm_loadu_ps(q + r), _mm_loadu_ps(q + step + r),
+                                    _mm_loadu_ps(q + 2 * step + r),
+                                    _mm_loadu_ps(q + 3 * step + r),
+                                    bias, has_bias, &early, &middle, &late, &not_finite);
+            _mm_storeu_ps(d + r, early);
+            _mm_storeu_ps(d + s + r, middle);
+            _mm_storeu_ps(d + 2 * s + r, late);
+        }
+    }
+    return _mm_movemask_ps(not_finite);
+}
+
 /* dst[j ld_dst + i] = src[i ld_src + j] for rows [0, rows), a multiple of 4,
  * and columns [0, cols): 4 x 4 blocks through registers. */
 static inline void convt_blas_transpose_f32(const float *src, ptrdiff_t ld_src,
@@ -82,6 +163,24 @@ static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c
                                                   float *v, ptrdiff_t ld, ptrdiff_t step)
 {
     (void)x; (void)sx_c; (void)count; (void)triples; (void)v; (void)ld; (void)step;
+}  /* never called: 0 lanes */
+
+static inline int convt_blas_combine_s2_f32(const float *p0, ptrdiff_t step, ptrdiff_t rows,
+                                            ptrdiff_t count, float b0, float b1, int has_bias,
+                                            float *dst0, float *dst1)
+{
+    (void)p0; (void)step; (void)rows; (void)count; (void)b0; (void)b1; (void)has_bias;
+    (void)dst0; (void)dst1;
+    return 0;
+}  /* never called: 0 lanes */
+
+static inline int convt_blas_combine_s4k_f32(const float *p0, ptrdiff_t step, ptrdiff_t rows,
+                                             ptrdiff_t count, ptrdiff_t s, float b,
+                                             int has_bias, float *dst)
+{
+    (void)p0; (void)step; (void)rows; (void)count; (void)s; (void)b; (void)has_bias;
+    (void)dst;
+    return 0;
 }  /* never called: 0 lanes */
 #endif
 

@@ -54,6 +54,12 @@ cdef extern from "convt_blas_simd.h":
     void convt_blas_winograd_inputs_f32(const float* x, int64_t sx_c, int64_t count,
                                         int64_t triples, float* v, int64_t ld,
                                         int64_t step) noexcept nogil
+    int convt_blas_combine_s2_f32(const float* p0, int64_t step, int64_t rows,
+                                  int64_t count, float b0, float b1, int has_bias,
+                                  float* dst0, float* dst1) noexcept nogil
+    int convt_blas_combine_s4k_f32(const float* p0, int64_t step, int64_t rows,
+                                   int64_t count, int64_t s, float b, int has_bias,
+                                   float* dst) noexcept nogil
 
 
 # Target size of one worker's column buffer, in elements (2 MiB of float32):
@@ -1073,7 +1079,7 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
     (see _redo_non_finite_samples).
     """
     cdef int64_t s = p.stride, rows = n_channels * s, L_out = plan.out_length
-    cdef int64_t c, t, o, inner_lo, inner_hi, inner
+    cdef int64_t c, t, o, inner_lo, inner_hi, inner, span_lo, span_hi, simd_channels = 0
     cdef const scalar_t* p0
     cdef scalar_t* out_row
     cdef scalar_t* first_inner
@@ -1085,10 +1091,29 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
     inner_lo = _min(t1, _max(t0, _ceil_div(p.padding, 3 * s)))
     inner_hi = _max(inner_lo, _min(t1, (L_out + p.padding) / (3 * s)))
     inner = inner_hi - inner_lo
+    if scalar_t is float:
+        if CONVT_BLAS_SIMD_LANES == 4 and s == 2 and inner > 0:
+            # The inner triples of channel pairs in SSE (the same bits),
+            # checked in registers as they are stored; an odd last channel
+            # takes the loop below.
+            simd_channels = n_channels - n_channels % 2
+            for c in range(0, simd_channels, 2):
+                non_finite |= convt_blas_combine_s2_f32(
+                    products + (inner_lo - t0) * rows + c * s, product_step, rows, inner,
+                    bias_block[c] if has_bias else 0, bias_block[c + 1] if has_bias else 0,
+                    has_bias, out_block + c * L_out + 3 * inner_lo * s - p.padding,
+                    out_block + (c + 1) * L_out + 3 * inner_lo * s - p.padding)
+        elif CONVT_BLAS_SIMD_LANES == 4 and s % 4 == 0 and inner > 0:
+            simd_channels = n_channels  # one channel at a time, four phases per vector
+            for c in range(n_channels):
+                non_finite |= convt_blas_combine_s4k_f32(
+                    products + (inner_lo - t0) * rows + c * s, product_step, rows, inner, s,
+                    bias_block[c] if has_bias else 0, has_bias,
+                    out_block + c * L_out + 3 * inner_lo * s - p.padding)
     for c in range(n_channels):
         out_row = out_block + c * L_out
         b = bias_block[c] if has_bias else 0
-        if inner > 0:
+        if inner > 0 and c >= simd_channels:
             p0 = products + (inner_lo - t0) * rows + c * s
             first_inner = out_row + 3 * inner_lo * s - p.padding
             if s == 2:
@@ -1105,9 +1130,16 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
         for t in range(inner_hi, t1):
             _combine_edge_triple(p, plan, products + (t - t0) * rows + c * s, product_step,
                                  t, b, has_bias, out_row)
-        # The channel's stored span, in a pass of its own (checking as they
-        # are stored keeps the loop above from vectorising).
-        for o in range(_max(0, 3 * t0 * s - p.padding), _min(L_out, 3 * t1 * s - p.padding)):
+        # The channel's stored span, less what SSE checked, in a pass of its
+        # own (checking as they are stored keeps the loops above from
+        # vectorising).
+        span_lo = _max(0, 3 * t0 * s - p.padding)
+        span_hi = _min(L_out, 3 * t1 * s - p.padding)
+        if c < simd_channels:
+            for o in range(span_lo, 3 * inner_lo * s - p.padding):
+                non_finite |= out_row[o] - out_row[o] != zero
+            span_lo = 3 * inner_hi * s - p.padding
+        for o in range(span_lo, span_hi):
             non_finite |= out_row[o] - out_row[o] != zero
     return non_finite
 

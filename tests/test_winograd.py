@@ -187,21 +187,22 @@ def test_workspace_sized_for_the_other_setting_is_refused():
 
 
 @pytest.mark.parametrize("where", ["input", "weight", "overflow"])
-def test_non_finite_values_as_the_convolution_gives_them(rng, where):
+@pytest.mark.parametrize("k,stride,padding", [(8, 4, 2), (4, 2, 1)])  # stride 2: SSE pairs
+def test_non_finite_values_as_the_convolution_gives_them(rng, where, k, stride, padding):
     # F(3,2) mixes every input into three strides and subtracts products: an
     # inf or NaN would spread to outputs that stay finite, so the batch
     # elements it reaches are computed again on the GEMM path, one by one
     # (bitwise that path's result, and the same for any split of the batch).
-    x, w, b = make_case(rng, 3, 128, 64, 8, 600, 1)
+    x, w, b = make_case(rng, 3, 128, 64, k, 600, 1)
     if where == "input":
         x[0, 5, 100], x[2, 7, 301], x[2, 9, 450] = np.inf, np.nan, -np.inf
     elif where == "weight":
         w[3, 10, 2] = np.inf
     else:
         x[0, :, 200] = 3e38  # finite, but the sums overflow
-    assert plan(3, 128, 600, 64, 8, 4, 2)["winograd"]
-    y = convt_blas.conv_transpose1d(x, w, b, stride=4, padding=2)
-    expected = conv_transpose1d_reference(x, w, b, 4, 2)
+    assert plan(3, 128, 600, 64, k, stride, padding)["winograd"]
+    y = convt_blas.conv_transpose1d(x, w, b, stride=stride, padding=padding)
+    expected = conv_transpose1d_reference(x, w, b, stride, padding)
     if where != "overflow":  # float64 does not overflow where float32 does
         np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
         np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
@@ -209,12 +210,13 @@ def test_non_finite_values_as_the_convolution_gives_them(rng, where):
         finite = np.isfinite(expected)
         assert_close(y[finite], expected[finite])
     with plain_path():
-        y_gemm = convt_blas.conv_transpose1d(x, w, b, stride=4, padding=2)
+        y_gemm = convt_blas.conv_transpose1d(x, w, b, stride=stride, padding=padding)
     redone = [n for n in range(3) if not np.isfinite(y[n]).all()]
     assert redone == ([0, 2] if where == "input" else [0, 1, 2] if where == "weight" else [0])
     for n in range(3):
         np.testing.assert_array_equal(
-            y[n], convt_blas.conv_transpose1d(x[n:n + 1], w, b, stride=4, padding=2)[0])
+            y[n], convt_blas.conv_transpose1d(x[n:n + 1], w, b, stride=stride,
+                                              padding=padding)[0])
         if n in redone:
             np.testing.assert_array_equal(y[n], y_gemm[n])
         else:

@@ -169,7 +169,7 @@ cdef struct Plan:
     bint position_major        # columns laid out (position, channel*K); see _make_plan
     bint input_rows            # one-tile position-major units read the input as X_g^T rows
     int64_t column_elements    # one worker's column buffer (0 for direct taps)
-    int64_t copy_elements      # one worker's copy of its samples' input (merged), or a vector
+    int64_t copy_elements      # one worker's copy of its input (merged or input_rows), or a vector
     int64_t worker_elements    # workspace per worker: columns, input copy, phase rows
     bint winograd              # F(3,2) over triples of output strides; see _run_winograd_unit
     int64_t triple_first       # winograd: first triple t (outputs 3ts - padding ...)
@@ -1356,7 +1356,8 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     """One unit: output channels [co0, co0 + n_channels) of its groups, positions [start, stop).
 
     ``worker`` is the worker's workspace: its column buffer, its copy of
-    merged samples' input (or one vector for _gemm), then its phase rows.
+    the input (merged samples', or a one-tile input as rows; else one vector
+    for _gemm), then its phase rows.
     ``w_rows``: NULL, or the weight's rows for the GEMMs (transpose_weights).
     ``held_copy``: NULL, or what the worker's copy holds (see _run_merged).
     """

@@ -122,6 +122,34 @@ static inline int convt_blas_combine_s4k_f32(const float *p0, ptrdiff_t step, pt
     return _mm_movemask_ps(not_finite);
 }
 
+/* A depthwise unit's outputs of one phase that have exactly two taps, four
+ * channels at a time: acc[i out_step + c] = (b[c] + tap_a[c] x[i + 1][c])
+ * + tap_b[c] x[i][c] for i in [0, count), c in [0, channels) (a multiple of
+ * 4), x[j] = x + j width (position-major input rows, x[0] the row before
+ * the first output's), b = bias or 0: the order of _run_depthwise_unit's
+ * loop, so the same bits. The taps and bias stay in registers along the
+ * phase, and each input row is loaded once. */
+static inline void convt_blas_depthwise_two_taps_f32(const float *x, ptrdiff_t width,
+                                                     const float *tap_a, const float *tap_b,
+                                                     const float *bias, ptrdiff_t channels,
+                                                     ptrdiff_t count, ptrdiff_t out_step,
+                                                     float *acc)
+{
+    ptrdiff_t c, i;
+    for (c = 0; c < channels; c += 4) {
+        const __m128 a = _mm_loadu_ps(tap_a + c), b = _mm_loadu_ps(tap_b + c);
+        const __m128 start = bias ? _mm_loadu_ps(bias + c) : _mm_setzero_ps();
+        __m128 previous = _mm_loadu_ps(x + c);
+        for (i = 0; i < count; i++) {
+            __m128 current = _mm_loadu_ps(x + (i + 1) * width + c);
+            __m128 sum = _mm_add_ps(_mm_add_ps(start, _mm_mul_ps(a, current)),
+                                    _mm_mul_ps(b, previous));
+            _mm_storeu_ps(acc + i * out_step + c, sum);
+            previous = current;
+        }
+    }
+}
+
 /* dst[j ld_dst + i] = src[i ld_src + j] for rows [0, rows), a multiple of 4,
  * and columns [0, cols): 4 x 4 blocks through registers. */
 static inline void convt_blas_transpose_f32(const float *src, ptrdiff_t ld_src,
@@ -181,6 +209,16 @@ static inline int convt_blas_combine_s4k_f32(const float *p0, ptrdiff_t step, pt
     (void)p0; (void)step; (void)rows; (void)count; (void)s; (void)b; (void)has_bias;
     (void)dst;
     return 0;
+}  /* never called: 0 lanes */
+
+static inline void convt_blas_depthwise_two_taps_f32(const float *x, ptrdiff_t width,
+                                                     const float *tap_a, const float *tap_b,
+                                                     const float *bias, ptrdiff_t channels,
+                                                     ptrdiff_t count, ptrdiff_t out_step,
+                                                     float *acc)
+{
+    (void)x; (void)width; (void)tap_a; (void)tap_b; (void)bias; (void)channels; (void)count;
+    (void)out_step; (void)acc;
 }  /* never called: 0 lanes */
 #endif
 

@@ -60,6 +60,10 @@ cdef extern from "convt_blas_simd.h":
     int convt_blas_combine_s4k_f32(const float* p0, int64_t step, int64_t rows,
                                    int64_t count, int64_t s, float b, int has_bias,
                                    float* dst) noexcept nogil
+    void convt_blas_depthwise_two_taps_f32(const float* x, int64_t width, const float* tap_a,
+                                           const float* tap_b, const float* bias,
+                                           int64_t channels, int64_t count, int64_t out_step,
+                                           float* acc) noexcept nogil
 
 
 # Target size of one worker's column buffer, in elements (2 MiB of float32):
@@ -1286,7 +1290,8 @@ cdef void _run_depthwise_unit(const convt_blas_params* p, const Plan* plan, int6
     cdef scalar_t* x_t = worker                          # (n_cols, width)
     cdef scalar_t* out_t = worker + plan.max_columns * width   # (stop - start, width)
     cdef scalar_t* w_t = out_t + plan.tile * width       # (K, width)
-    cdef int64_t n_taps
+    cdef int64_t n_taps, q_first, q_last
+    cdef int64_t two_taps_lo = 0, two_taps_hi = 0   # phases done in SSE (none unless float32)
     cdef scalar_t* acc
     cdef const scalar_t* tap
     cdef const scalar_t* x_l
@@ -1299,9 +1304,31 @@ cdef void _run_depthwise_unit(const convt_blas_params* p, const Plan* plan, int6
         _transpose(x + n * sx_n + g0 * sx_c + l_lo * sx_l, sx_c, sx_l, n_groups, n_cols,
                    x_t, width)
     _transpose(w + g0 * K, K, 1, n_groups, K, w_t, width)
+    # float32, whole vectors of channels: phases whose outputs have exactly
+    # two taps (k = r and r + s, K <= r + 2s) take them in SSE along the
+    # phase (from input positions 1..L-1), the loop below skips those.
+    if scalar_t is float:
+        if CONVT_BLAS_SIMD_LANES == 4 and n_groups % 4 == 0:
+            two_taps_lo = _max(0, K - 2 * s)
+            two_taps_hi = _min(s, K - s)        # phases [two_taps_lo, two_taps_hi)
+            for r in range(two_taps_lo, two_taps_hi):
+                q_first = _max(1, _ceil_div(start + pad - r, s))
+                q_last = _min(L - 1, _floor_div(stop - 1 + pad - r, s))
+                if q_first <= q_last:
+                    convt_blas_depthwise_two_taps_f32(
+                        x_t + (q_first - 1 - l_lo) * width, width, w_t + r * width,
+                        w_t + (r + s) * width, bias + g0 if bias != NULL else NULL, n_groups,
+                        q_last - q_first + 1, s * width,
+                        out_t + (q_first * s + r - pad - start) * width)
     q = _floor_div(start + pad, s)
     r = start + pad - q * s
     for o in range(start, stop):
+        if two_taps_lo <= r < two_taps_hi and 1 <= q < L:
+            r += 1  # done above
+            if r == s:
+                r = 0
+                q += 1
+            continue
         acc = out_t + (o - start) * width
         # Taps k = r, r + s, ... reach o from l = q, q - 1, ... (those inside the input).
         n_taps = 0

@@ -499,6 +499,29 @@ def test_depthwise_channels_side_by_side(rng, channels, length, k, stride, paddi
         convt_blas._functional._plan_sizes.cache_clear()
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels,length,k,stride,padding,output_padding", [
+    (512, 32, 6, 3, 2, 1),   # every phase has two taps
+    (68, 50, 5, 3, 0, 2),    # phases of one and two taps; a unit of 4 channels
+])
+def test_depthwise_two_taps_along_a_phase(rng, bias, channels, length, k, stride, padding,
+                                          output_padding):
+    """float32 outputs with two taps run along their phase four channels at a time,
+    with and without bias: the bits of the one-channel-at-a-time path."""
+    x, w, b = make_case(rng, 3, 1, 1, k, length, channels, np.float32, bias=bias)
+    args = dict(stride=stride, padding=padding, output_padding=output_padding, groups=channels)
+    y = convt_blas.conv_transpose1d(x, w, b, **args)
+    convt_blas.kernels._set_depthwise_by_channels(False)
+    try:
+        convt_blas._functional._plan_sizes.cache_clear()
+        np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, **args))
+    finally:
+        convt_blas.kernels._set_depthwise_by_channels(True)
+        convt_blas._functional._plan_sizes.cache_clear()
+    assert_close(y, conv_transpose1d_reference(x, w, b, stride, padding, output_padding,
+                                               groups=channels))
+
+
 def test_depthwise_rule():
     """Channels side by side only where they win: short inputs, one channel in and out."""
     def depthwise(length, c_out=64, dilation=1):

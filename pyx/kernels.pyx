@@ -878,37 +878,48 @@ cdef void _gather_phases(const convt_blas_params* p, const Plan* plan, const sca
                         dst[m * s] = row_a[m]
 
 
+cdef inline void _input_as_rows(const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                                int64_t count, int64_t n_cols, int64_t c_in_g, scalar_t* dst,
+                                int64_t* held_copy, int64_t key) noexcept nogil:
+    """The positions of ``count`` elements (``n_cols`` each, ``sx_n`` apart) one after
+    another as rows of X_g^T, (count*n_cols, C_in/g), in ``dst``, unless ``held_copy``
+    (NULL, or what the worker's copy holds; -1: nothing) is already ``key``.
+
+    BLAS packs that operand faster than X_g's own rows, with the same bits in
+    a blocked GEMM. The channel blocks of one key are consecutive units, so a
+    worker lays the input out once, not once per block.
+    """
+    cdef int64_t j
+    if held_copy != NULL and held_copy[0] == key:
+        return
+    for j in range(count):
+        _transpose(x + j * sx_n, sx_c, sx_l, c_in_g, n_cols, dst + j * n_cols * c_in_g, c_in_g)
+    if held_copy != NULL:
+        held_copy[0] = key
+
+
 cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_first, int64_t g,
                      int64_t co0, int64_t n_channels, int64_t l_lo, int64_t l_hi,
                      const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                      const scalar_t* w_block, const scalar_t* w_rows,
                      const scalar_t* bias_block, scalar_t* out,
-                     scalar_t* columns, scalar_t* x_copy, int64_t* held_copy) noexcept nogil:
+                     scalar_t* columns, scalar_t* x_copy, int64_t* held_copy,
+                     int64_t copy_key) noexcept nogil:
     """A one-tile unit over batch elements [n_first, n_first + samples_per_unit): one GEMM.
 
     The GEMM covers every input position of each element (rows j*L + l);
     each element's col2im then reads its rows l_lo..l_hi, as it would alone.
-    ``held_copy``: NULL, or the key (sample group, group) of the input that
-    ``x_copy`` holds (-1: none); the blocks of one sample group are
-    consecutive units, so a worker lays it out once, not once per block.
+    ``held_copy``, ``copy_key``: as in _input_as_rows.
     """
     cdef int64_t K = p.kernel_size, L = p.in_length
     cdef int64_t count = _min(plan.samples_per_unit, p.batch - n_first)
     cdef int64_t j
     cdef const scalar_t* x_group = x + n_first * sx_n + g * plan.c_in_g * sx_c
-    cdef int64_t copy_key = (n_first / plan.samples_per_unit) * p.groups + g
     if not (sx_c == 1 and sx_n == L * sx_l):
         # Unless channels-last and packed (the elements' positions already
-        # follow each other as rows of X^T), lay the elements' positions one
-        # after another as rows of X_g^T, (count*L, C_in/g): BLAS packs that
-        # operand faster than X_g's own rows (with the same bits, as for any
-        # blocked GEMM).
-        if held_copy == NULL or held_copy[0] != copy_key:
-            for j in range(count):
-                _transpose(x_group + j * sx_n, sx_c, sx_l, plan.c_in_g, L,
-                           x_copy + j * L * plan.c_in_g, plan.c_in_g)
-            if held_copy != NULL:
-                held_copy[0] = copy_key
+        # follow each other as rows of X^T).
+        _input_as_rows(x_group, sx_n, sx_c, sx_l, count, L, plan.c_in_g, x_copy, held_copy,
+                       copy_key)
         x_group, sx_c, sx_l = x_copy, 1, plan.c_in_g
     _columns_by_position(plan, K, x_group, sx_c, sx_l, w_block, w_rows, n_channels,
                          count * L, columns, NULL)
@@ -1083,7 +1094,9 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
     (see _redo_non_finite_samples).
     """
     cdef int64_t s = p.stride, rows = n_channels * s, L_out = plan.out_length
-    cdef int64_t c, t, o, inner_lo, inner_hi, inner, span_lo, span_hi, simd_channels = 0
+    cdef int64_t c, t, o, inner_lo, inner_hi, inner, inner_first, span_lo, span_hi
+    cdef int64_t simd_channels = 0
+    cdef const scalar_t* inner_products
     cdef const scalar_t* p0
     cdef scalar_t* out_row
     cdef scalar_t* first_inner
@@ -1095,6 +1108,8 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
     inner_lo = _min(t1, _max(t0, _ceil_div(p.padding, 3 * s)))
     inner_hi = _max(inner_lo, _min(t1, (L_out + p.padding) / (3 * s)))
     inner = inner_hi - inner_lo
+    inner_products = products + (inner_lo - t0) * rows   # channel 0's phases of triple inner_lo
+    inner_first = 3 * inner_lo * s - p.padding           # that triple's first output
     if scalar_t is float:
         if CONVT_BLAS_SIMD_LANES == 4 and s == 2 and inner > 0:
             # The inner triples of channel pairs in SSE (the same bits),
@@ -1103,23 +1118,23 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
             simd_channels = n_channels - n_channels % 2
             for c in range(0, simd_channels, 2):
                 non_finite |= convt_blas_combine_s2_f32(
-                    products + (inner_lo - t0) * rows + c * s, product_step, rows, inner,
+                    inner_products + c * s, product_step, rows, inner,
                     bias_block[c] if has_bias else 0, bias_block[c + 1] if has_bias else 0,
-                    has_bias, out_block + c * L_out + 3 * inner_lo * s - p.padding,
-                    out_block + (c + 1) * L_out + 3 * inner_lo * s - p.padding)
+                    has_bias, out_block + c * L_out + inner_first,
+                    out_block + (c + 1) * L_out + inner_first)
         elif CONVT_BLAS_SIMD_LANES == 4 and s % 4 == 0 and inner > 0:
             simd_channels = n_channels  # one channel at a time, four phases per vector
             for c in range(n_channels):
                 non_finite |= convt_blas_combine_s4k_f32(
-                    products + (inner_lo - t0) * rows + c * s, product_step, rows, inner, s,
+                    inner_products + c * s, product_step, rows, inner, s,
                     bias_block[c] if has_bias else 0, has_bias,
-                    out_block + c * L_out + 3 * inner_lo * s - p.padding)
+                    out_block + c * L_out + inner_first)
     for c in range(n_channels):
         out_row = out_block + c * L_out
         b = bias_block[c] if has_bias else 0
         if inner > 0 and c >= simd_channels:
-            p0 = products + (inner_lo - t0) * rows + c * s
-            first_inner = out_row + 3 * inner_lo * s - p.padding
+            p0 = inner_products + c * s
+            first_inner = out_row + inner_first
             if s == 2:
                 _combine_triples(p0, product_step, rows, inner, b, has_bias, 2, first_inner)
             elif s == 4:
@@ -1140,9 +1155,9 @@ cdef int _winograd_outputs(const convt_blas_params* p, const Plan* plan,
         span_lo = _max(0, 3 * t0 * s - p.padding)
         span_hi = _min(L_out, 3 * t1 * s - p.padding)
         if c < simd_channels:
-            for o in range(span_lo, 3 * inner_lo * s - p.padding):
+            for o in range(span_lo, inner_first):
                 non_finite |= out_row[o] - out_row[o] != zero
-            span_lo = 3 * inner_hi * s - p.padding
+            span_lo = inner_first + 3 * inner * s
         for o in range(span_lo, span_hi):
             non_finite |= out_row[o] - out_row[o] != zero
     return non_finite
@@ -1386,10 +1401,10 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     the input (merged samples', or a one-tile input as rows; else one vector
     for _gemm), then its phase rows.
     ``w_rows``: NULL, or the weight's rows for the GEMMs (transpose_weights).
-    ``held_copy``: NULL, or what the worker's copy holds (see _run_merged).
+    ``held_copy``: NULL, or what the worker's copy holds (see _input_as_rows).
     """
     cdef int64_t K = p.kernel_size
-    cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop
+    cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop, copy_key
     cdef int64_t l_lo, l_hi, n_cols
     cdef scalar_t* columns = worker
     cdef scalar_t* copy = worker + plan.column_elements  # input copy, or _gemm's vector
@@ -1434,22 +1449,21 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
     if w_rows != NULL:  # rows c*K + k of the group's (C_out/g * K, C_in/g)
         rows_block = w_rows + (g * plan.c_out_g + co0) * K * plan.c_in_g
+    copy_key = n * p.groups + g  # the input a one-tile unit lays out (n: its sample group)
     if plan.samples_per_unit > 1:
         _run_merged(p, plan, n * plan.samples_per_unit, g, co0, n_channels, l_lo, l_hi,
                     x, sx_n, sx_c, sx_l, w_block, rows_block, bias_block, out, columns, copy,
-                    held_copy)
+                    held_copy, copy_key)
         return
     out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
     x_group = x + n * sx_n + g * plan.c_in_g * sx_c
     if n_cols > 0 and plan.position_major:
         x_tile = x_group + l_lo * sx_l
-        if (plan.input_rows and sx_l == 1 and held_copy != NULL
+        if (plan.input_rows and sx_l == 1
                 and _blocked_either_way(n_cols, n_channels * K, plan.c_in_g)):
             # Blocked GEMMs only: BLAS's small-matrix kernels round the two
             # layouts differently.
-            if held_copy[0] != n * p.groups + g:
-                _transpose(x_tile, sx_c, 1, plan.c_in_g, n_cols, copy, plan.c_in_g)
-                held_copy[0] = n * p.groups + g
+            _input_as_rows(x_tile, 0, sx_c, 1, 1, n_cols, plan.c_in_g, copy, held_copy, copy_key)
             _columns_by_position(plan, K, copy, 1, plan.c_in_g, w_block, rows_block,
                                  n_channels, n_cols, columns, NULL)
         else:

@@ -17,13 +17,16 @@
  * count a multiple of 4, of input rows sx_c apart with unit stride along
  * positions. x points at position 3t - 1 of channel 0 for the first triple
  * (all four positions of every triple readable). With d_j = x[3t - 1 + j] of
- * a channel, stores d0 - d2, d1 + d2, d2 - d1, d3 - d1 at v[t ld + i],
- * v[step + t ld + i], ...: the scalar loop's operations, so the same bits. */
+ * a channel, stores components first..first+n_components-1 of (d0 - d2,
+ * d1 + d2, d2 - d1, d3 - d1) at v[t ld + i], v[step + t ld + i], ...: the
+ * scalar loop's operations, so the same bits. */
 static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c,
                                                   ptrdiff_t count, ptrdiff_t triples,
-                                                  float *v, ptrdiff_t ld, ptrdiff_t step)
+                                                  int first, int n_components, float *v,
+                                                  ptrdiff_t ld, ptrdiff_t step)
 {
     ptrdiff_t i, t;
+    int k;
     for (t = 0; t < triples; t++) {
         const float *row = x + 3 * t;
         float *w = v + t * ld;
@@ -33,10 +36,18 @@ static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c
             __m128 d2 = _mm_loadu_ps(row + (i + 2) * sx_c);
             __m128 d3 = _mm_loadu_ps(row + (i + 3) * sx_c);
             _MM_TRANSPOSE4_PS(d0, d1, d2, d3);               /* now d_j of channels i..i+3 */
-            _mm_storeu_ps(w + i, _mm_sub_ps(d0, d2));
-            _mm_storeu_ps(w + step + i, _mm_add_ps(d1, d2));
-            _mm_storeu_ps(w + 2 * step + i, _mm_sub_ps(d2, d1));
-            _mm_storeu_ps(w + 3 * step + i, _mm_sub_ps(d3, d1));
+            if (n_components == 4) {
+                _mm_storeu_ps(w + i, _mm_sub_ps(d0, d2));
+                _mm_storeu_ps(w + step + i, _mm_add_ps(d1, d2));
+                _mm_storeu_ps(w + 2 * step + i, _mm_sub_ps(d2, d1));
+                _mm_storeu_ps(w + 3 * step + i, _mm_sub_ps(d3, d1));
+                continue;
+            }
+            for (k = first; k < first + n_components; k++) {
+                __m128 value = k == 0 ? _mm_sub_ps(d0, d2) : k == 1 ? _mm_add_ps(d1, d2)
+                             : k == 2 ? _mm_sub_ps(d2, d1) : _mm_sub_ps(d3, d1);
+                _mm_storeu_ps(w + (k - first) * step + i, value);
+            }
         }
     }
 }
@@ -188,9 +199,11 @@ static inline void convt_blas_transpose_f32(const float *src, ptrdiff_t ld_src,
 
 static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c,
                                                   ptrdiff_t count, ptrdiff_t triples,
-                                                  float *v, ptrdiff_t ld, ptrdiff_t step)
+                                                  int first, int n_components, float *v,
+                                                  ptrdiff_t ld, ptrdiff_t step)
 {
-    (void)x; (void)sx_c; (void)count; (void)triples; (void)v; (void)ld; (void)step;
+    (void)x; (void)sx_c; (void)count; (void)triples; (void)first; (void)n_components;
+    (void)v; (void)ld; (void)step;
 }  /* never called: 0 lanes */
 
 static inline int convt_blas_combine_s2_f32(const float *p0, ptrdiff_t step, ptrdiff_t rows,

@@ -52,8 +52,8 @@ cdef extern from "convt_blas_simd.h":
     void convt_blas_transpose_f32(const float* src, int64_t ld_src, int64_t rows,
                                   int64_t cols, float* dst, int64_t ld_dst) noexcept nogil
     void convt_blas_winograd_inputs_f32(const float* x, int64_t sx_c, int64_t count,
-                                        int64_t triples, float* v, int64_t ld,
-                                        int64_t step) noexcept nogil
+                                        int64_t triples, int first, int n_components,
+                                        float* v, int64_t ld, int64_t step) noexcept nogil
     int convt_blas_combine_s2_f32(const float* p0, int64_t step, int64_t rows,
                                   int64_t count, float b0, float b1, int has_bias,
                                   float* dst0, float* dst1) noexcept nogil
@@ -150,6 +150,14 @@ cdef bint WINOGRAD_ENABLED = True
 # the deep layers up to 45% slower (BLAS repacks the weight for every tile).
 cdef int64_t WINOGRAD_SHALLOW_INPUT = 96
 cdef int64_t WINOGRAD_SHALLOW_PRODUCTS = 49152
+# A worker's F(3,2) workspace, in elements (4 MiB of float32, what the GEMM
+# path's deep layers may use). Plans whose four transformed weight blocks
+# and input tiles do not fit it transform one component at a time, with
+# GEMM sides halved as needed (see _plan_winograd). Measured against
+# holding all four (up to 15.8 MiB per worker): the deep benchmark layers
+# 5-16% slower (Demucs 1024 -> 512 the most: each component reads the
+# weight block and input tile again), the others within noise.
+cdef int64_t WINOGRAD_WORKSPACE = 1 << 20
 # Blocks of F(3,2)'s input transform (see _winograd_inputs).
 cdef int64_t WINOGRAD_INPUT_TRIPLES = 192
 cdef int64_t WINOGRAD_INPUT_CHANNELS = 8
@@ -181,6 +189,7 @@ cdef struct Plan:
     int64_t tile_triples       # winograd: triples per unit (per sample)
     bint tile_major            # winograd: units in (tile, block) order, else (block, tile)
     bint prepared_weights      # winograd: weights come transformed (prepare_winograd_weights)
+    int64_t pass_components    # winograd: components transformed at a time, 4 (held) or 1
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -454,13 +463,35 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
         plan.tile_triples = _ceil_div(plan.triple_count,
                                       _ceil_div(plan.triple_count, plan.tile_triples))
     plan.n_tiles = _ceil_div(plan.triple_count, plan.tile_triples)
-    # Short inputs: several batch elements share each GEMM, as in _make_plan,
-    # when one element alone is past BLAS's small-matrix kernels.
+    # Fit the worker's workspace in WINOGRAD_WORKSPACE: all four components
+    # at a time if they fit, else one, and then halve the longer GEMM side
+    # (rows, or triples: whichever adds less to read again) while it stays
+    # at least WINOGRAD_MIN_SIDE.
     plan.samples_per_unit = 1
+    plan.pass_components = 4
+    if _winograd_elements(plan, s) > WINOGRAD_WORKSPACE:
+        plan.pass_components = 1
+    while _winograd_elements(plan, s) > WINOGRAD_WORKSPACE:
+        if (plan.block_channels * s >= plan.tile_triples
+                and plan.block_channels * s >= 2 * WINOGRAD_MIN_SIDE):
+            plan.block_channels = _ceil_div(plan.c_out_g, _min(plan.c_out_g, 2 * plan.n_blocks))
+            plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)
+        elif plan.tile_triples >= 2 * WINOGRAD_MIN_SIDE:
+            plan.tile_triples = _ceil_div(plan.triple_count,
+                                          _min(plan.triple_count, 2 * plan.n_tiles))
+            plan.n_tiles = _ceil_div(plan.triple_count, plan.tile_triples)
+        else:
+            break
+    rows = plan.block_channels * s
+    # Short inputs: several batch elements share each GEMM, as in _make_plan,
+    # when one element alone is past BLAS's small-matrix kernels, as many as
+    # the workspace holds.
     if plan.n_tiles == 1 and p.batch > 1:
         plan.samples_per_unit = _samples_sharing_gemm(
             p.batch, 4.0 / 3.0 * plan.triple_count * _max(rows, c_in_g),
             plan.triple_count, rows, _last_block_channels(plan) * s, c_in_g)
+        while plan.samples_per_unit > 1 and _winograd_elements(plan, s) > WINOGRAD_WORKSPACE:
+            plan.samples_per_unit = _ceil_div(p.batch, _ceil_div(p.batch, plan.samples_per_unit - 1))
     columns = plan.samples_per_unit * plan.tile_triples
     if (columns > INT_MAX or rows > INT_MAX or _mul_overflows(columns, rows + c_in_g)
             or _mul_overflows(c_in_g, rows) or columns * (rows + c_in_g) > INT64_MAX / 16
@@ -471,22 +502,19 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
         return CONVT_BLAS_ERR_OVERFLOW
     sample_groups = _ceil_div(p.batch, plan.samples_per_unit)
     plan.n_units = sample_groups * plan.units_per_sample
-    # A worker keeps the last weight block and input tile it transformed.
-    # Consecutive units share the one that would cost more to redo: the
-    # weight (tile-major order: blocks innermost, each tile's input
-    # transformed once) or the input (block-major: tiles innermost).
+    # Consecutive units share one operand, which a worker transforming all
+    # four components keeps (else it comes from cache): the input tile
+    # (tile-major order: blocks innermost) or the weight block (block-major:
+    # tiles innermost). Tile-major when redoing the weight for every unit
+    # costs no more than redoing the input.
     weight_work = <double>c_in_g * plan.c_out_g * s * sample_groups * plan.n_tiles
     input_work = <double>c_in_g * plan.triple_count * p.batch * plan.n_blocks
     if plan.prepared_weights:
         weight_work = 0
-    plan.tile_major = weight_work >= input_work
-    # Four transformed weight blocks (unless prepared), four transformed
-    # input tiles, four products; at least the GEMM plan's workspace, which
-    # batch elements whose result is not finite fall back to
-    # (_redo_non_finite_samples).
-    plan.worker_elements = _max(plan.worker_elements,
-                                4 * (_weight_block_elements(plan, s)
-                                     + columns * c_in_g + columns * rows))
+    plan.tile_major = weight_work <= input_work
+    # At least the GEMM plan's workspace, which batch elements whose result
+    # is not finite fall back to (_redo_non_finite_samples).
+    plan.worker_elements = _max(plan.worker_elements, <int64_t>_winograd_elements(plan, s))
     plan.column_elements = 0
     plan.copy_elements = 0
     return CONVT_BLAS_OK
@@ -516,6 +544,16 @@ cdef inline int64_t _prepared_elements(const convt_blas_params* p, const Plan* p
 cdef inline int64_t _weight_block_elements(const Plan* plan, int64_t s) noexcept nogil:
     """One transformed weight matrix in a worker's Winograd workspace (0 if prepared)."""
     return 0 if plan.prepared_weights else plan.c_in_g * plan.block_channels * s
+
+
+cdef inline double _winograd_elements(const Plan* plan, int64_t s) noexcept nogil:
+    """A worker's Winograd workspace: a pass's weight matrices (unless prepared) and
+    input matrices, and four products. In double: planning compares it before
+    the sizes are checked for overflow."""
+    cdef double columns = <double>plan.samples_per_unit * plan.tile_triples
+    return (plan.pass_components * (<double>_weight_block_elements(plan, s)
+                                    + columns * plan.c_in_g)
+            + 4.0 * columns * plan.block_channels * s)
 
 
 cdef inline int64_t _samples_sharing_gemm(int64_t batch, double sample_elements,
@@ -930,58 +968,103 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
                       * plan.out_length)
 
 
+cdef inline void _winograd_weight_row(const scalar_t* src, int64_t n_channels, int64_t s,
+                                      int component, scalar_t* dst) noexcept nogil:
+    """One input channel's row of _winograd_weights: ``src`` its taps (K = 2s per channel).
+    Called with a literal ``s`` for the common strides, so that the compiler
+    turns the phases into vector code."""
+    cdef int64_t c, r
+    cdef scalar_t half = 0.5
+    if component == 0:
+        for c in range(n_channels):
+            for r in range(s):
+                dst[c * s + r] = src[2 * c * s + s + r]
+    elif component == 1:
+        for c in range(n_channels):
+            for r in range(s):
+                dst[c * s + r] = half * (src[2 * c * s + r] + src[2 * c * s + s + r])
+    elif component == 2:
+        for c in range(n_channels):
+            for r in range(s):
+                dst[c * s + r] = half * (src[2 * c * s + s + r] - src[2 * c * s + r])
+    else:
+        for c in range(n_channels):
+            for r in range(s):
+                dst[c * s + r] = src[2 * c * s + r]
+
+
 cdef void _winograd_weights(const convt_blas_params* p, int64_t c_out_g,
                             const scalar_t* w_rows, int64_t n_rows, int64_t n_channels,
-                            int64_t ld, int64_t step, scalar_t* weights) noexcept nogil:
-    """A block's taps as four (C_in/g, n_channels*s) matrices: W1, (W0+W1)/2, (W1-W0)/2, W0.
+                            int64_t ld, int first, int count, int64_t step,
+                            scalar_t* weights) noexcept nogil:
+    """``count`` of a block's four F(3,2) matrices (C_in/g, n_channels*s) from ``first`` on:
+    W1, (W0+W1)/2, (W1-W0)/2 and W0 are components 0..3.
 
     W0 and W1 are the taps k < s and k >= s: W_j[i, c*s + r] = W_g[i, c, j*s + r].
-    Writes ``n_rows`` input channels from ``w_rows`` on; rows are ``ld``
-    apart, matrices ``step``. Halving is exact, so it costs no rounding.
+    Writes ``n_rows`` input channels from ``w_rows`` on, rows ``ld`` apart,
+    matrices ``step``, input channel by input channel (its taps stay in
+    cache for every component). Halving is exact, so it costs no rounding.
     """
-    cdef int64_t s = p.stride, K = p.kernel_size
-    cdef int64_t i, c, r
+    cdef int64_t s = p.stride, K = p.kernel_size, i
+    cdef int component
     cdef const scalar_t* src
-    cdef scalar_t* late
-    cdef scalar_t half = 0.5
+    cdef scalar_t* dst
     for i in range(n_rows):
-        late = weights + i * ld
-        for c in range(n_channels):
-            src = w_rows + i * c_out_g * K + c * K
-            for r in range(s):
-                late[c * s + r] = src[s + r]
-                late[step + c * s + r] = half * (src[r] + src[s + r])
-                late[2 * step + c * s + r] = half * (src[s + r] - src[r])
-                late[3 * step + c * s + r] = src[r]
+        src = w_rows + i * c_out_g * K
+        for component in range(first, first + count):
+            dst = weights + (component - first) * step + i * ld
+            if s == 2:
+                _winograd_weight_row(src, n_channels, 2, component, dst)
+            elif s == 4:
+                _winograd_weight_row(src, n_channels, 4, component, dst)
+            elif s == 8:
+                _winograd_weight_row(src, n_channels, 8, component, dst)
+            else:
+                _winograd_weight_row(src, n_channels, s, component, dst)
+
+
+cdef inline scalar_t _winograd_input(scalar_t d0, scalar_t d1, scalar_t d2, scalar_t d3,
+                                     int component) noexcept nogil:
+    """Component 0..3 of a triple's input transform: d0 - d2, d1 + d2, d2 - d1, d3 - d1."""
+    if component == 0:
+        return d0 - d2
+    if component == 1:
+        return d1 + d2
+    if component == 2:
+        return d2 - d1
+    return d3 - d1
 
 
 cdef inline void _winograd_triple(const scalar_t* row, int64_t sx_l, int64_t L, int64_t t,
-                                  scalar_t* v, int64_t ld, int64_t step) noexcept nogil:
+                                  int first, int count, int64_t step,
+                                  scalar_t* v) noexcept nogil:
     """Triple t at the input's edges: positions outside it are zero."""
     cdef scalar_t zero = 0
     cdef scalar_t d0 = row[(3 * t - 1) * sx_l] if 0 <= 3 * t - 1 < L else zero
     cdef scalar_t d1 = row[3 * t * sx_l] if 0 <= 3 * t < L else zero
     cdef scalar_t d2 = row[(3 * t + 1) * sx_l] if 0 <= 3 * t + 1 < L else zero
     cdef scalar_t d3 = row[(3 * t + 2) * sx_l] if 0 <= 3 * t + 2 < L else zero
-    v[t * ld] = d0 - d2
-    v[step + t * ld] = d1 + d2
-    v[2 * step + t * ld] = d2 - d1
-    v[3 * step + t * ld] = d3 - d1
+    cdef int component
+    for component in range(first, first + count):
+        v[(component - first) * step] = _winograd_input(d0, d1, d2, d3, component)
 
 
 cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
                            int64_t sx_c, int64_t sx_l, int64_t c_in_g, int64_t t0, int64_t t1,
-                           int64_t step, scalar_t* inputs) noexcept nogil:
-    """One sample's triples t0..t1 as rows 0..t1-t0 of four (triples, C_in/g) matrices.
+                           int first, int count, int64_t step,
+                           scalar_t* inputs) noexcept nogil:
+    """Components ``first``..``first+count-1`` of one sample's triples t0..t1 as rows
+    0..t1-t0 of (triples, C_in/g) matrices ``step`` elements apart.
 
     With d_j = x[3t - 1 + j] (zero outside the input), triple t gives
-    d0 - d2, d1 + d2, d2 - d1, d3 - d1. Position-major, so that BLAS reads
-    each column of the GEMM's inner size contiguously (measured: 64- and
-    128-channel GEMMs 7-14% faster than from channel-major rows).
-    ``step``: elements from one matrix to the next.
+    d0 - d2, d1 + d2, d2 - d1, d3 - d1 (_winograd_input). Position-major, so
+    that BLAS reads each column of the GEMM's inner size contiguously
+    (measured: 64- and 128-channel GEMMs 7-14% faster than from
+    channel-major rows).
     """
     cdef int64_t L = p.in_length, i, i0, i1, block, triple_block, ta, tb, t, lo, hi
     cdef int64_t vector_channels = 0
+    cdef int component
     cdef scalar_t d0, d1, d2, d3
     cdef const scalar_t* row
     cdef scalar_t* v
@@ -992,9 +1075,9 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
         row = x_sample + i * sx_c
         v = inputs + i - t0 * c_in_g
         for t in range(t0, lo):
-            _winograd_triple(row, sx_l, L, t, v, c_in_g, step)
+            _winograd_triple(row, sx_l, L, t, first, count, step, v + t * c_in_g)
         for t in range(hi, t1):
-            _winograd_triple(row, sx_l, L, t, v, c_in_g, step)
+            _winograd_triple(row, sx_l, L, t, first, count, step, v + t * c_in_g)
     # Interior triples in blocks of WINOGRAD_INPUT_TRIPLES triples by
     # WINOGRAD_INPUT_CHANNELS channels, position by position within a block:
     # the block's input rows stay in cache (rows a multiple of 4 KiB apart
@@ -1013,8 +1096,9 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
             if scalar_t is float:
                 if i1 <= vector_channels:
                     convt_blas_winograd_inputs_f32(x_sample + i0 * sx_c + 3 * ta - 1, sx_c,
-                                                   i1 - i0, tb - ta,
-                                                   inputs + (ta - t0) * c_in_g + i0, c_in_g, step)
+                                                   i1 - i0, tb - ta, first, count,
+                                                   inputs + (ta - t0) * c_in_g + i0, c_in_g,
+                                                   step)
                     continue
             for t in range(ta, tb):
                 v = inputs + (t - t0) * c_in_g
@@ -1024,10 +1108,15 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
                     d1 = row[i * sx_c + sx_l]
                     d2 = row[i * sx_c + 2 * sx_l]
                     d3 = row[i * sx_c + 3 * sx_l]
-                    v[i] = d0 - d2
-                    v[step + i] = d1 + d2
-                    v[2 * step + i] = d2 - d1
-                    v[3 * step + i] = d3 - d1
+                    if count == 4:
+                        v[i] = d0 - d2
+                        v[step + i] = d1 + d2
+                        v[2 * step + i] = d2 - d1
+                        v[3 * step + i] = d3 - d1
+                        continue
+                    for component in range(first, first + count):
+                        v[(component - first) * step + i] = _winograd_input(d0, d1, d2, d3,
+                                                                            component)
 
 
 cdef inline void _combine_triples(const scalar_t* p0, int64_t product_step, int64_t rows,
@@ -1179,16 +1268,21 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
         Z[3t] = P0 + P1 + P2,  Z[3t+1] = P1 - P2,  Z[3t+2] = P1 + P2 + P3,
     a third fewer multiply-adds, at a rounding error measured within 2x the
     GEMM path's (README). Each product is one GEMM over the unit's triples.
+    ``plan.pass_components`` (4 or 1) at a time, a worker transforms the
+    block's weight (unless ``prepared``: all groups' transformed weights,
+    see prepare_winograd_weights, read in place) and its samples' input
+    tile, and multiplies them into those components' products; the four
+    products are kept until the outputs combine them (see _plan_winograd).
     ``held``: the weight block and input tile the worker's workspace holds
-    transformed (-1: none), kept for its next unit. ``prepared``: all
-    groups' transformed weights (see prepare_winograd_weights) when the plan
-    takes them, read in place. Returns nonzero if an output it stored is not
-    finite.
+    transformed (-1: none), kept for its next unit when all four components
+    fit at a time. Returns nonzero if an output it stored is not finite.
     """
     cdef int64_t s = p.stride, c_in_g = plan.c_in_g
     cdef int64_t sample_groups = _ceil_div(p.batch, plan.samples_per_unit)
     cdef int64_t tile, rest, sample_group, g, block, first, count, co0, n_channels, rows
-    cdef int64_t t0, t1, triples, columns, j, k, weight_key, input_key, ld_w, weight_step
+    cdef int64_t t0, t1, triples, columns, j, k, ld_w, weight_key, input_key, weight_step
+    cdef int64_t input_step
+    cdef int k0, n_pass = <int>plan.pass_components
     cdef int non_finite = 0
     cdef const scalar_t* weights
     cdef scalar_t* inputs
@@ -1217,33 +1311,41 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     triples = t1 - t0
     columns = count * triples
     # Offsets from the plan's sizes, so that the buffers do not move with the unit.
-    inputs = worker + 4 * _weight_block_elements(plan, s)
-    products = inputs + 4 * c_in_g * plan.samples_per_unit * plan.tile_triples
+    input_step = c_in_g * columns
+    inputs = worker + n_pass * _weight_block_elements(plan, s)
+    products = inputs + n_pass * c_in_g * plan.samples_per_unit * plan.tile_triples
     if plan.prepared_weights:
         ld_w = plan.c_out_g * s
-        weights = prepared + 4 * g * c_in_g * ld_w + co0 * s
+        weight_step = c_in_g * ld_w
     else:
         ld_w = rows
-        weights = worker
-        weight_key = g * plan.n_blocks + block
-        if held[0] != weight_key:
-            _winograd_weights(p, plan.c_out_g,
-                              w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
-                              c_in_g, n_channels, rows, c_in_g * rows, worker)
-            held[0] = weight_key
-    weight_step = c_in_g * ld_w
+        weight_step = c_in_g * rows
+    weight_key = g * plan.n_blocks + block
     input_key = (g * sample_groups + sample_group) * plan.n_tiles + tile
-    if held[1] != input_key:
-        for j in range(count):
-            _winograd_inputs(p, x + (first + j) * sx_n + g * c_in_g * sx_c, sx_c, sx_l,
-                             c_in_g, t0, t1, c_in_g * columns, inputs + j * triples * c_in_g)
-        held[1] = input_key
     # P_k = inputs_k @ weights_k: (columns, rows), position-major.
-    for k in range(4):
-        _gemm(False, False, <int>columns, <int>rows, <int>c_in_g,
-              inputs + k * c_in_g * columns, <int>c_in_g,
-              weights + k * weight_step, <int>ld_w,
-              products + k * columns * rows, <int>rows, NULL)
+    k0 = 0
+    while k0 < 4:
+        if plan.prepared_weights:
+            weights = prepared + 4 * g * weight_step + co0 * s
+        else:
+            weights = worker
+            if n_pass < 4 or held[0] != weight_key:
+                _winograd_weights(p, plan.c_out_g,
+                                  w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
+                                  c_in_g, n_channels, rows, k0, n_pass, weight_step, worker)
+                held[0] = weight_key
+        if n_pass < 4 or held[1] != input_key:
+            for j in range(count):
+                _winograd_inputs(p, x + (first + j) * sx_n + g * c_in_g * sx_c, sx_c, sx_l,
+                                 c_in_g, t0, t1, k0, n_pass, input_step,
+                                 inputs + j * triples * c_in_g)
+            held[1] = input_key
+        for k in range(k0, k0 + n_pass):
+            _gemm(False, False, <int>columns, <int>rows, <int>c_in_g,
+                  inputs + (k - k0) * input_step, <int>c_in_g,
+                  weights + (k if plan.prepared_weights else k - k0) * weight_step, <int>ld_w,
+                  products + k * columns * rows, <int>rows, NULL)
+        k0 += n_pass
     for j in range(count):
         non_finite |= _winograd_outputs(
             p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
@@ -1786,6 +1888,15 @@ def set_winograd(bint enabled):
     WINOGRAD_ENABLED = enabled
 
 
+def _set_winograd_workspace(int64_t elements):
+    """Set a worker's F(3,2) workspace target, in elements; returns the previous one.
+    For tests and benchmarks (see WINOGRAD_WORKSPACE)."""
+    global WINOGRAD_WORKSPACE
+    previous = WINOGRAD_WORKSPACE
+    WINOGRAD_WORKSPACE = elements
+    return previous
+
+
 def winograd_enabled():
     return bool(WINOGRAD_ENABLED)
 
@@ -1934,7 +2045,7 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
         g = chunk / chunks_per_group
         i0 = (chunk % chunks_per_group) * rows_per_chunk
         _winograd_weights(p, c_out_g, w + (g * c_in_g + i0) * c_out_g * p.kernel_size,
-                          _min(rows_per_chunk, c_in_g - i0), c_out_g, ld, step,
+                          _min(rows_per_chunk, c_in_g - i0), c_out_g, ld, 0, 4, step,
                           prepared + 4 * g * step + i0 * ld)
     return CONVT_BLAS_OK
 

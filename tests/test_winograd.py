@@ -186,6 +186,98 @@ def test_workspace_sized_for_the_other_setting_is_refused():
                     np.empty(gemm_elements, np.float32), 1)
 
 
+@contextlib.contextmanager
+def winograd_workspace(elements):
+    """F(3,2) plans fit a worker's workspace to ``elements`` inside (see WINOGRAD_WORKSPACE)."""
+    previous = kernels._set_winograd_workspace(elements)
+    convt_blas._functional._plan_sizes.cache_clear()
+    try:
+        yield
+    finally:
+        kernels._set_winograd_workspace(previous)
+        convt_blas._functional._plan_sizes.cache_clear()
+
+
+def winograd_elements(info, stride, components, prepared=False):
+    """A worker's F(3,2) workspace as the planner counts it."""
+    columns = info["samples_per_unit"] * info["tile_triples"]
+    rows = info["block_channels"] * stride
+    weight = 0 if prepared else info["c_in_g"] * rows
+    return components * (weight + columns * info["c_in_g"]) + 4 * columns * rows
+
+
+# Deep benchmark layers (C_in, C_out, stride, padding, L_in): Demucs and DAC.
+DEEP_LAYERS = [(1024, 512, 4, 0, 1000), (768, 384, 8, 4, 688), (384, 192, 4, 2, 5504),
+               (256, 128, 4, 0, 16000)]
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+@pytest.mark.parametrize("layer", DEEP_LAYERS)
+def test_workspace_stays_a_few_mib_whatever_the_length(layer, prepared):
+    # Four transformed weight blocks and input tiles took up to 15.8 MiB of
+    # float32 per worker on these layers; one component at a time (and
+    # smaller GEMMs where needed) they fit 4 MiB, at any input length.
+    c_in, c_out, s, p, length = layer
+    for n, scale in ((1, 1), (1, 8), (4, 1)):
+        shape = (n, c_in, length * scale, c_out, 2 * s, s, p, 0, 1, 1)
+        info = kernels.plan_info(shape, prepared)
+        assert info["winograd"] and info["pass_components"] in (1, 4)
+        assert winograd_elements(info, s, info["pass_components"], prepared) <= 2 ** 20
+        assert kernels.plan_sizes(shape, prepared)[1] * 4 <= 4.1 * 2 ** 20
+    assert winograd_elements(kernels.plan_info(shape, prepared), s, 4, prepared) > 2 ** 20 or prepared
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[6]])
+def test_one_component_at_a_time_keeps_the_bits(rng, case):
+    # A workspace too small for all four components but large enough for one
+    # keeps the plan's GEMMs: every product is the same GEMM, so the same bits.
+    n, c_in_g, c_out_g, s, length, p, op, groups = case
+    shape = (n, c_in_g * groups, length, c_out_g * groups, 2 * s, s, p, op, 1, groups)
+    x, w, b = make_case(rng, n, c_in_g, c_out_g, 2 * s, length, groups)
+    args = (s, p, op, groups)
+    for prepared in (False, True):
+        info = kernels.plan_info(shape, prepared)
+        assert info["pass_components"] == 4
+        apply = layer_with(w, b, *args) if prepared else (
+            lambda v: convt_blas.conv_transpose1d(v, w, b, *args))
+        y = apply(x)
+        with winograd_workspace(winograd_elements(info, s, 1, prepared)):
+            one = kernels.plan_info(shape, prepared)
+            assert one["pass_components"] == 1
+            for key in ("block_channels", "tile_triples", "samples_per_unit", "tile_major"):
+                assert one[key] == info[key]
+            np.testing.assert_array_equal(apply(x), y)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_small_workspace_cuts_smaller_gemms(rng, case):
+    # A workspace of 16 Ki elements halves the channel blocks and tiles down
+    # to 64-row and 64-triple GEMMs: results stay right and keep their bits
+    # across threads and batch splits, function and layer alike.
+    n, c_in_g, c_out_g, s, length, p, op, groups = case
+    shape = (n, c_in_g * groups, length, c_out_g * groups, 2 * s, s, p, op, 1, groups)
+    x, w, b = make_case(rng, n, c_in_g, c_out_g, 2 * s, length, groups)
+    args = (s, p, op, groups)
+    expected = conv_transpose1d_reference(x, w, b, *args)
+    default = plan(*shape)
+    with winograd_workspace(2 ** 14):
+        info = plan(*shape)
+        assert info["winograd"] and info["pass_components"] == 1
+        assert (info["n_blocks"] * info["n_tiles"] > default["n_blocks"] * default["n_tiles"]
+                or info["block_channels"] * s < 128 or info["tile_triples"] < 128)
+        y = convt_blas.conv_transpose1d(x, w, b, *args)
+        assert_close(y, expected)
+        assert_close(layer_with(w, b, *args)(x), expected)
+        try:
+            convt_blas.set_num_threads(2)
+            np.testing.assert_array_equal(convt_blas.conv_transpose1d(x, w, b, *args), y)
+        finally:
+            convt_blas.set_num_threads(None)
+        if n > 1:
+            parts = [convt_blas.conv_transpose1d(x[i:i + 1], w, b, *args) for i in range(n)]
+            np.testing.assert_array_equal(np.concatenate(parts), y)
+
+
 @pytest.mark.parametrize("where", ["input", "weight", "overflow"])
 @pytest.mark.parametrize("k,stride,padding", [(8, 4, 2), (4, 2, 1)])  # stride 2: SSE pairs
 def test_non_finite_values_as_the_convolution_gives_them(rng, where, k, stride, padding):

@@ -154,9 +154,10 @@ cdef int64_t WINOGRAD_SHALLOW_PRODUCTS = 49152
 # path's deep layers may use). Plans whose four transformed weight blocks
 # and input tiles do not fit it transform one component at a time, with
 # GEMM sides halved as needed (see _plan_winograd). Measured against
-# holding all four (up to 15.8 MiB per worker): the deep benchmark layers
-# 5-16% slower (Demucs 1024 -> 512 the most: each component reads the
-# weight block and input tile again), the others within noise.
+# holding all four (up to 15.8 MiB per worker) on the deep benchmark
+# layers: the function from 6% faster to 3% slower, the layer up to 7%
+# slower (Demucs 1024 -> 512: each component reads the weight block and
+# input tile again, which costs more when other work loads the memory).
 cdef int64_t WINOGRAD_WORKSPACE = 1 << 20
 # Blocks of F(3,2)'s input transform (see _winograd_inputs).
 cdef int64_t WINOGRAD_INPUT_TRIPLES = 192

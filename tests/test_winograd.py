@@ -249,6 +249,22 @@ def test_one_component_at_a_time_keeps_the_bits(rng, case):
             np.testing.assert_array_equal(apply(x), y)
 
 
+def test_one_component_at_a_time_with_merged_samples(rng):
+    # Batch elements sharing each GEMM, fewer of them to fit the workspace:
+    # still the bits of one element at a time and of all four components.
+    shape = (8, 256, 300, 64, 16, 8, 4, 0, 1, 1)
+    x, w, b = make_case(rng, 8, 256, 64, 16, 300, 1)
+    y = convt_blas.conv_transpose1d(x, w, b, 8, 4)
+    assert plan(*shape)["samples_per_unit"] == 4 and plan(*shape)["pass_components"] == 4
+    with winograd_workspace(196608):
+        info = plan(*shape)
+        assert info["pass_components"] == 1 and info["samples_per_unit"] == 2
+        np.testing.assert_array_equal(convt_blas.conv_transpose1d(x, w, b, 8, 4), y)
+        parts = [convt_blas.conv_transpose1d(x[i:i + 1], w, b, 8, 4) for i in range(8)]
+        np.testing.assert_array_equal(np.concatenate(parts), y)
+    assert_close(y, conv_transpose1d_reference(x, w, b, 8, 4))
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_small_workspace_cuts_smaller_gemms(rng, case):
     # A workspace of 16 Ki elements halves the channel blocks and tiles down

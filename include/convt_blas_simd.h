@@ -20,6 +20,16 @@
  * a channel, stores components first..first+n_components-1 of (d0 - d2,
  * d1 + d2, d2 - d1, d3 - d1) at v[t ld + i], v[step + t ld + i], ...: the
  * scalar loop's operations, so the same bits. */
+static inline void convt_blas_winograd_quad_f32(const float *row, ptrdiff_t sx_c, __m128 *d0,
+                                                __m128 *d1, __m128 *d2, __m128 *d3)
+{
+    /* d0..d3 of four channels sx_c apart, from each channel's four positions at row */
+    __m128 a = _mm_loadu_ps(row), b = _mm_loadu_ps(row + sx_c);
+    __m128 c = _mm_loadu_ps(row + 2 * sx_c), d = _mm_loadu_ps(row + 3 * sx_c);
+    _MM_TRANSPOSE4_PS(a, b, c, d);
+    *d0 = a; *d1 = b; *d2 = c; *d3 = d;
+}
+
 static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c,
                                                   ptrdiff_t count, ptrdiff_t triples,
                                                   int first, int n_components, float *v,
@@ -27,29 +37,28 @@ static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c
 {
     ptrdiff_t i, t;
     int k;
-    for (t = 0; t < triples; t++) {
-        const float *row = x + 3 * t;
-        float *w = v + t * ld;
-        for (i = 0; i < count; i += 4) {
-            __m128 d0 = _mm_loadu_ps(row + i * sx_c);       /* channel i:   d0..d3 */
-            __m128 d1 = _mm_loadu_ps(row + (i + 1) * sx_c);
-            __m128 d2 = _mm_loadu_ps(row + (i + 2) * sx_c);
-            __m128 d3 = _mm_loadu_ps(row + (i + 3) * sx_c);
-            _MM_TRANSPOSE4_PS(d0, d1, d2, d3);               /* now d_j of channels i..i+3 */
-            if (n_components == 4) {
-                _mm_storeu_ps(w + i, _mm_sub_ps(d0, d2));
-                _mm_storeu_ps(w + step + i, _mm_add_ps(d1, d2));
-                _mm_storeu_ps(w + 2 * step + i, _mm_sub_ps(d2, d1));
-                _mm_storeu_ps(w + 3 * step + i, _mm_sub_ps(d3, d1));
-                continue;
+    __m128 d0, d1, d2, d3, value;
+    if (n_components == 4) {  /* all four: the loop without a branch per vector */
+        for (t = 0; t < triples; t++)
+            for (i = 0; i < count; i += 4) {
+                float *w = v + t * ld + i;
+                convt_blas_winograd_quad_f32(x + 3 * t + i * sx_c, sx_c, &d0, &d1, &d2, &d3);
+                _mm_storeu_ps(w, _mm_sub_ps(d0, d2));
+                _mm_storeu_ps(w + step, _mm_add_ps(d1, d2));
+                _mm_storeu_ps(w + 2 * step, _mm_sub_ps(d2, d1));
+                _mm_storeu_ps(w + 3 * step, _mm_sub_ps(d3, d1));
             }
+        return;
+    }
+    for (t = 0; t < triples; t++)
+        for (i = 0; i < count; i += 4) {
+            convt_blas_winograd_quad_f32(x + 3 * t + i * sx_c, sx_c, &d0, &d1, &d2, &d3);
             for (k = first; k < first + n_components; k++) {
-                __m128 value = k == 0 ? _mm_sub_ps(d0, d2) : k == 1 ? _mm_add_ps(d1, d2)
-                             : k == 2 ? _mm_sub_ps(d2, d1) : _mm_sub_ps(d3, d1);
-                _mm_storeu_ps(w + (k - first) * step + i, value);
+                value = k == 0 ? _mm_sub_ps(d0, d2) : k == 1 ? _mm_add_ps(d1, d2)
+                      : k == 2 ? _mm_sub_ps(d2, d1) : _mm_sub_ps(d3, d1);
+                _mm_storeu_ps(v + (k - first) * step + t * ld + i, value);
             }
         }
-    }
 }
 
 /* F(3,2)'s outputs from four products, in _combine_triples' order:

@@ -1104,17 +1104,22 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
             for t in range(ta, tb):
                 v = inputs + (t - t0) * c_in_g
                 row = x_sample + (3 * t - 1) * sx_l
+                if count == 4:
+                    for i in range(i0, i1):
+                        d0 = row[i * sx_c]
+                        d1 = row[i * sx_c + sx_l]
+                        d2 = row[i * sx_c + 2 * sx_l]
+                        d3 = row[i * sx_c + 3 * sx_l]
+                        v[i] = d0 - d2
+                        v[step + i] = d1 + d2
+                        v[2 * step + i] = d2 - d1
+                        v[3 * step + i] = d3 - d1
+                    continue
                 for i in range(i0, i1):
                     d0 = row[i * sx_c]
                     d1 = row[i * sx_c + sx_l]
                     d2 = row[i * sx_c + 2 * sx_l]
                     d3 = row[i * sx_c + 3 * sx_l]
-                    if count == 4:
-                        v[i] = d0 - d2
-                        v[step + i] = d1 + d2
-                        v[2 * step + i] = d2 - d1
-                        v[3 * step + i] = d3 - d1
-                        continue
                     for component in range(first, first + count):
                         v[(component - first) * step + i] = _winograd_input(d0, d1, d2, d3,
                                                                             component)

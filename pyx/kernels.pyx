@@ -1329,17 +1329,14 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     weight_key = g * plan.n_blocks + block
     input_key = (g * sample_groups + sample_group) * plan.n_tiles + tile
     # P_k = inputs_k @ weights_k: (columns, rows), position-major.
+    weights = prepared + 4 * g * weight_step + co0 * s if plan.prepared_weights else worker
     k0 = 0
     while k0 < 4:
-        if plan.prepared_weights:
-            weights = prepared + 4 * g * weight_step + co0 * s
-        else:
-            weights = worker
-            if n_pass < 4 or held[0] != weight_key:
-                _winograd_weights(p, plan.c_out_g,
-                                  w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
-                                  c_in_g, n_channels, rows, k0, n_pass, weight_step, worker)
-                held[0] = weight_key
+        if not plan.prepared_weights and (n_pass < 4 or held[0] != weight_key):
+            _winograd_weights(p, plan.c_out_g,
+                              w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
+                              c_in_g, n_channels, rows, k0, n_pass, weight_step, worker)
+            held[0] = weight_key
         if n_pass < 4 or held[1] != input_key:
             for j in range(count):
                 _winograd_inputs(p, x + (first + j) * sx_n + g * c_in_g * sx_c, sx_c, sx_l,

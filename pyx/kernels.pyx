@@ -393,7 +393,7 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     plan.copy_elements = 0 if plan.direct_taps else c_in_g  # a vector for _gemm's scratch
     if plan.position_major and plan.n_tiles == 1 and p.batch > 1:
         plan.samples_per_unit = _samples_sharing_gemm(
-            p.batch, <double>p.in_length * _max(plan.block_channels * K, c_in_g),
+            p.batch, <double>p.in_length * _max(plan.block_channels * K, c_in_g), p.batch,
             columns, plan.block_channels * K, _last_block_channels(plan) * K, c_in_g)
         if plan.samples_per_unit > 1:
             plan.column_elements = plan.block_channels * K * plan.samples_per_unit * p.in_length
@@ -427,6 +427,7 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
         # The unit's input, outputs and taps, position-major.
         plan.worker_elements = plan.groups_per_unit * (plan.max_columns + plan.tile + K)
     plan.triple_first = plan.triple_count = plan.tile_triples = plan.tile_major = 0
+    plan.pass_components = 0
     plan.winograd = winograd_allowed and _winograd_shape(p)
     plan.prepared_weights = plan.winograd and prepared_weights
     plan.winograd = plan.winograd and p.in_length >= (
@@ -490,9 +491,8 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     if plan.n_tiles == 1 and p.batch > 1:
         plan.samples_per_unit = _samples_sharing_gemm(
             p.batch, 4.0 / 3.0 * plan.triple_count * _max(rows, c_in_g),
+            _winograd_samples_fitting(plan, s),
             plan.triple_count, rows, _last_block_channels(plan) * s, c_in_g)
-        while plan.samples_per_unit > 1 and _winograd_elements(plan, s) > WINOGRAD_WORKSPACE:
-            plan.samples_per_unit = _ceil_div(p.batch, _ceil_div(p.batch, plan.samples_per_unit - 1))
     columns = plan.samples_per_unit * plan.tile_triples
     if (columns > INT_MAX or rows > INT_MAX or _mul_overflows(columns, rows + c_in_g)
             or _mul_overflows(c_in_g, rows) or columns * (rows + c_in_g) > INT64_MAX / 16
@@ -547,6 +547,14 @@ cdef inline int64_t _weight_block_elements(const Plan* plan, int64_t s) noexcept
     return 0 if plan.prepared_weights else plan.c_in_g * plan.block_channels * s
 
 
+cdef inline double _winograd_samples_fitting(const Plan* plan, int64_t s) noexcept nogil:
+    """Batch elements per GEMM whose Winograd workspace fits WINOGRAD_WORKSPACE, for a
+    plan of one element per GEMM: the workspace grows by the input matrices and
+    products of each element beyond the pass's weight matrices."""
+    cdef double weights = plan.pass_components * <double>_weight_block_elements(plan, s)
+    return (WINOGRAD_WORKSPACE - weights) / (_winograd_elements(plan, s) - weights)
+
+
 cdef inline double _winograd_elements(const Plan* plan, int64_t s) noexcept nogil:
     """A worker's Winograd workspace: a pass's weight matrices (unless prepared) and
     input matrices, and four products. In double: planning compares it before
@@ -558,19 +566,19 @@ cdef inline double _winograd_elements(const Plan* plan, int64_t s) noexcept nogi
 
 
 cdef inline int64_t _samples_sharing_gemm(int64_t batch, double sample_elements,
-                                          int64_t columns, int64_t rows, int64_t last_rows,
-                                          int64_t c_in_g) noexcept nogil:
+                                          double most, int64_t columns, int64_t rows,
+                                          int64_t last_rows, int64_t c_in_g) noexcept nogil:
     """Batch elements per GEMM for inputs that fit one tile (1: none shared).
 
-    As many as WORKSPACE_TARGET holds at ``sample_elements`` each, spread
-    evenly over the batch, provided one element's GEMM (``columns`` x
+    As many as WORKSPACE_TARGET holds at ``sample_elements`` each, and at
+    most ``most``, spread evenly over the batch, provided one element's GEMM (``columns`` x
     ``rows``, inner size C_in/g) is past BLAS's small-matrix kernels and our
     matrix-vector path, which round differently, and the rows of every
     channel block (``rows``; the last block's ``last_rows``) fill whole
     tiles of MERGED_ROW_TILE: only then does each element get the bits it
     gets alone.
     """
-    cdef int64_t merge = <int64_t>min(<double>batch, WORKSPACE_TARGET / sample_elements)
+    cdef int64_t merge = <int64_t>min(<double>batch, WORKSPACE_TARGET / sample_elements, most)
     if (merge > 1 and columns > GEMV_MAX_ROWS
             and <double>columns * rows * c_in_g > SMALL_GEMM_WORK
             and rows % MERGED_ROW_TILE == 0 and last_rows % MERGED_ROW_TILE == 0):

@@ -10,9 +10,10 @@ in the same run:
 - in cache: sgemm on blocks of the product's inner size, with the product's
   columns when they are few, on operands that stay in cache from call to
   call (the best of a few block sizes). On layers of few columns and a
-  weight larger than the caches, which every call reads from memory, this
-  bounds any cut of the product through this BLAS; where the columns are
-  many, the whole product can beat these small blocks;
+  weight larger than the caches, which every call reads from memory, a cut
+  of the product through this BLAS can only lose to it (its blocks come from
+  memory); where the columns are many, the whole product can beat these
+  small blocks;
 - streamed: in cache, plus one pass over the layer's memory (weight and input
   read, output written) at the bandwidths measured here, not overlapped with
   the arithmetic: an estimate, since OpenBLAS packs an operand before its

@@ -30,6 +30,15 @@ static inline void convt_blas_winograd_quad_f32(const float *row, ptrdiff_t sx_c
     *d0 = a; *d1 = b; *d2 = c; *d3 = d;
 }
 
+/* Component k (0..3) of the transform of d0..d3: inlined with a literal k,
+ * it is one vector operation. */
+static inline __m128 convt_blas_winograd_component_f32(__m128 d0, __m128 d1, __m128 d2,
+                                                       __m128 d3, int k)
+{
+    return k == 0 ? _mm_sub_ps(d0, d2) : k == 1 ? _mm_add_ps(d1, d2)
+         : k == 2 ? _mm_sub_ps(d2, d1) : _mm_sub_ps(d3, d1);
+}
+
 static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c,
                                                   ptrdiff_t count, ptrdiff_t triples,
                                                   int first, int n_components, float *v,
@@ -37,27 +46,27 @@ static inline void convt_blas_winograd_inputs_f32(const float *x, ptrdiff_t sx_c
 {
     ptrdiff_t i, t;
     int k;
-    __m128 d0, d1, d2, d3, value;
+    __m128 d0, d1, d2, d3;
     if (n_components == 4) {  /* all four: the loop without a branch per vector */
         for (t = 0; t < triples; t++)
             for (i = 0; i < count; i += 4) {
                 float *w = v + t * ld + i;
                 convt_blas_winograd_quad_f32(x + 3 * t + i * sx_c, sx_c, &d0, &d1, &d2, &d3);
-                _mm_storeu_ps(w, _mm_sub_ps(d0, d2));
-                _mm_storeu_ps(w + step, _mm_add_ps(d1, d2));
-                _mm_storeu_ps(w + 2 * step, _mm_sub_ps(d2, d1));
-                _mm_storeu_ps(w + 3 * step, _mm_sub_ps(d3, d1));
+                _mm_storeu_ps(w, convt_blas_winograd_component_f32(d0, d1, d2, d3, 0));
+                _mm_storeu_ps(w + step, convt_blas_winograd_component_f32(d0, d1, d2, d3, 1));
+                _mm_storeu_ps(w + 2 * step,
+                              convt_blas_winograd_component_f32(d0, d1, d2, d3, 2));
+                _mm_storeu_ps(w + 3 * step,
+                              convt_blas_winograd_component_f32(d0, d1, d2, d3, 3));
             }
         return;
     }
     for (t = 0; t < triples; t++)
         for (i = 0; i < count; i += 4) {
             convt_blas_winograd_quad_f32(x + 3 * t + i * sx_c, sx_c, &d0, &d1, &d2, &d3);
-            for (k = first; k < first + n_components; k++) {
-                value = k == 0 ? _mm_sub_ps(d0, d2) : k == 1 ? _mm_add_ps(d1, d2)
-                      : k == 2 ? _mm_sub_ps(d2, d1) : _mm_sub_ps(d3, d1);
-                _mm_storeu_ps(v + (k - first) * step + t * ld + i, value);
-            }
+            for (k = first; k < first + n_components; k++)
+                _mm_storeu_ps(v + (k - first) * step + t * ld + i,
+                              convt_blas_winograd_component_f32(d0, d1, d2, d3, k));
         }
 }
 

@@ -1118,10 +1118,10 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
                         d1 = row[i * sx_c + sx_l]
                         d2 = row[i * sx_c + 2 * sx_l]
                         d3 = row[i * sx_c + 3 * sx_l]
-                        v[i] = d0 - d2
-                        v[step + i] = d1 + d2
-                        v[2 * step + i] = d2 - d1
-                        v[3 * step + i] = d3 - d1
+                        v[i] = _winograd_input(d0, d1, d2, d3, 0)
+                        v[step + i] = _winograd_input(d0, d1, d2, d3, 1)
+                        v[2 * step + i] = _winograd_input(d0, d1, d2, d3, 2)
+                        v[3 * step + i] = _winograd_input(d0, d1, d2, d3, 3)
                     continue
                 for i in range(i0, i1):
                     d0 = row[i * sx_c]

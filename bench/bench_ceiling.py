@@ -111,13 +111,13 @@ def streamed_pct(flops, rate_in_cache, read, written, bandwidth, peak):
 def measure(layer, seconds, rng):
     """Seconds of the whole product (weight as stored, as rows), the in-cache
     FLOP/s, and seconds of the function and of a ConvTranspose1d, for one layer."""
-    product_rows, columns, inner = product_shape(layer)
-    as_stored, as_rows = whole_products(rng.standard_normal((inner, product_rows), np.float32),
-                                        rng.standard_normal((inner, columns), np.float32))
-    t_stored, t_rows = _timing.time_interleaved([as_stored, as_rows], seconds)
-    del as_stored, as_rows  # up to ~100 MB each
-    cached = in_cache_rate(product_rows, columns, inner, seconds, rng)
     x, w, b = layer_arrays(layer, rng)
+    # The layer's own weight and input positions, side by side as the columns.
+    as_stored, as_rows = whole_products(w.reshape(layer.in_channels, -1),
+                                        np.concatenate(list(x), axis=1))
+    t_stored, t_rows = _timing.time_interleaved([as_stored, as_rows], seconds)
+    del as_stored, as_rows  # their copies and results: up to ~100 MB each
+    cached = in_cache_rate(*product_shape(layer), seconds, rng)
     module = module_for(layer, w, b)
     args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
     t_function, t_module = _timing.time_interleaved(

@@ -5,6 +5,7 @@ memory of the caller's is written; the kernel then only computes.
 """
 import functools
 import numbers
+import os
 import threading
 from typing import NamedTuple
 
@@ -24,6 +25,10 @@ _workspaces = threading.local()
 
 def _as_array(obj, name):
     """An ndarray viewing ``obj`` without a copy where possible (DLPack, __array__)."""
+    if isinstance(obj, np.ma.MaskedArray):
+        # Its masked values would be read as numbers: say so rather than guess.
+        raise TypeError(f"{name} is a masked array; conv_transpose1d has no notion of "
+                        f"missing values: pass {name}.filled(0) (or another fill value)")
     if isinstance(obj, np.ndarray):
         return obj
     if hasattr(obj, "__dlpack__"):
@@ -40,8 +45,36 @@ def _as_array(obj, name):
 def _native(arr):
     """``arr`` in native byte order (the kernels read machine floats)."""
     if not arr.dtype.isnative and arr.dtype.kind in "fc":
-        return arr.astype(arr.dtype.newbyteorder("="))
+        return _fresh_copy(arr, arr.dtype.newbyteorder("="), order="K")
     return arr
+
+
+def _physical_memory():
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_fits(nbytes, what):
+    """MemoryError if an array of ``nbytes`` cannot fit in physical memory.
+
+    An allocation the system overcommits succeeds and is killed when written;
+    an array larger than the machine's memory is refused here instead.
+    """
+    total = _physical_memory()
+    if total is not None and nbytes > total:
+        raise MemoryError(f"{what} needs {nbytes / 2 ** 30:.1f} GiB, more than this "
+                          f"machine's {total / 2 ** 30:.1f} GiB of memory")
+
+
+def _fresh_copy(arr, dtype=None, order="C"):
+    """An aligned copy of ``arr`` (as ``dtype``; C-contiguous, or in ``arr``'s own
+    axis order for "K"), sized before it is made: a broadcast operand copies in full."""
+    dtype = np.dtype(dtype or arr.dtype)
+    _check_fits(arr.size * dtype.itemsize, f"a contiguous copy of an array of shape {arr.shape}")
+    return np.array(arr, dtype=dtype, order=order, copy=True)
 
 
 def _single(value, name):
@@ -110,9 +143,11 @@ def _plan_sizes(params, prepared_weight, winograd_enabled, blas_small_matrix_ker
     Remembered per shape and the planner's two settings: planning takes
     about 15 us, a small call a few hundred.
     """
-    takes_prepared = prepared_weight and kernels.takes_prepared_weights(params)
-    takes_rows = prepared_weight and not takes_prepared and kernels.takes_weight_rows(params)
-    return (takes_prepared, takes_rows) + kernels.plan_sizes(params, takes_prepared)
+    takes_prepared = prepared_weight and kernels.takes_prepared_weights(params, winograd_enabled)
+    takes_rows = (prepared_weight and not takes_prepared
+                  and kernels.takes_weight_rows(params, winograd_enabled))
+    return (takes_prepared, takes_rows) + kernels.plan_sizes(params, takes_prepared,
+                                                              winograd_enabled)
 
 
 def set_winograd(enabled):
@@ -127,13 +162,14 @@ def set_winograd(enabled):
     is not all finite (inf or NaN inputs or weights) are computed again on
     the plain path, so they get its infs and NaNs. ``set_winograd(False)``
     gives every layer the plain GEMM + col2im path and its rounding.
-    Process-wide; it also applies to calls through the C API (size
-    workspaces after changing it). Set it before calls start: a call that
-    plans while another thread changes it fails with a workspace error.
+    Process-wide; it also applies to calls through the C API. A call reads
+    it once: a change from another thread may change which path a call
+    takes, never make it fail (a C API call given a workspace sized under
+    the other setting runs the plan that workspace was sized for).
     """
-    if not isinstance(enabled, bool):
+    if not isinstance(enabled, (bool, np.bool_)):
         raise TypeError(f"set_winograd() takes True or False, not {type(enabled).__name__}")
-    kernels.set_winograd(enabled)
+    kernels.set_winograd(bool(enabled))
 
 
 def get_winograd():
@@ -335,52 +371,62 @@ def _conv_transpose1d(input, weight, bias, stride, padding, output_padding, grou
     would use it (see convt_blas.nn.ConvTranspose1d, which keeps the result).
     ``weight_rows(params, w, n_threads)``: likewise ``kernels.transpose_weights``,
     for calls on the GEMM path; only with ``prepared_weight``."""
-    x = _native(_as_array(input, "input"))
-    w = _native(_as_array(weight, "weight"))
-    b = None if bias is None else _native(_as_array(bias, "bias"))
+    given = {"input": _as_array(input, "input"), "weight": _as_array(weight, "weight"),
+             "bias": None if bias is None else _as_array(bias, "bias")}
+    x, w = _native(given["input"]), _native(given["weight"])
+    b = None if bias is None else _native(given["bias"])
     check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
     spec = check_arguments(x.shape, w.shape, None if b is None else b.shape,
                            stride, padding, output_padding, groups, dilation)
     if out is not None:
-        check_out(out, spec.out_shape, x.dtype, (("input", x), ("weight", w), ("bias", b)))
+        # The caller's arrays, not converted copies: out must not overwrite them.
+        check_out(out, spec.out_shape, x.dtype, tuple(given.items()))
     if spec.batch == 0:
         return np.zeros(spec.out_shape, x.dtype) if out is None else out
 
     x3 = x if spec.batched else x[np.newaxis]
     half = x.dtype == _HALF
     if half:  # computed in float32, returned as float16
-        x3, w = x3.astype(np.float32), w.astype(np.float32)
-        b = None if b is None else b.astype(np.float32)
+        x3, w = _fresh_copy(x3, np.float32, "K"), _fresh_copy(w, np.float32, "K")
+        b = None if b is None else _fresh_copy(b, np.float32, "K")
     # The kernels read weight and bias as C arrays: contiguous and aligned.
-    w = np.require(w, requirements="CA")
-    if b is not None:
-        b = np.require(b, requirements="CA")
+    if not (w.flags.c_contiguous and w.flags.aligned):
+        w = _fresh_copy(w)
+    if b is not None and not (b.flags.c_contiguous and b.flags.aligned):
+        b = _fresh_copy(b)
     strides = _kernel_strides(x3)
-    if strides is None:  # a fresh copy: C-contiguous and aligned
-        x3 = np.array(x3, order="C", copy=True)
+    if strides is None:
+        x3 = _fresh_copy(x3)
         strides = _kernel_strides(x3)
 
     params = spec.kernel_params
+    # Read once: the plan, the workspace and the kernel all follow this value,
+    # whatever another thread sets meanwhile.
+    winograd = kernels.winograd_enabled()
     takes_prepared, takes_rows, units_per_sample, per_worker = _plan_sizes(
-        params, prepared_weight is not None, kernels.winograd_enabled(),
-        kernels.blas_small_matrix_kernels())
+        params, prepared_weight is not None, winograd, kernels.blas_small_matrix_kernels())
     takes_rows = takes_rows and weight_rows is not None
     flops = 2 * spec.batch * spec.in_length * spec.in_channels * spec.kernel_size * (
         spec.out_channels // spec.groups)
     workers = _threads.plan_threads(spec.batch * units_per_sample, flops)
-    prepared = prepared_weight(params, w, workers) if takes_prepared else None
-    rows = weight_rows(params, w, workers) if takes_rows else None
     workspace = _workspace(x3.dtype, per_worker * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
     # An unaligned or float16 out= is filled from an aligned result at the end.
     direct_out = out is not None and not half and out.flags.aligned
+    if not direct_out:
+        _check_fits(x3.dtype.itemsize * spec.batch * spec.out_channels * spec.out_length,
+                    f"the output of shape {full_shape}")
     result = out.reshape(full_shape) if direct_out else np.empty(full_shape, dtype=x3.dtype)
 
-    _threads.blas_single_thread.enter()
+    # After every array is allocated, so that the check sees what is left.
+    workers = _threads.worker_pool.enter(workers)
     try:
-        kernels.run(params, x3, strides, w, b, result, workspace, workers, prepared, rows)
+        prepared = prepared_weight(params, w, workers) if takes_prepared else None
+        rows = weight_rows(params, w, workers) if takes_rows else None
+        kernels.run(params, x3, strides, w, b, result, workspace, workers, prepared, rows,
+                    winograd)
     finally:
-        _threads.blas_single_thread.exit()
+        _threads.worker_pool.exit(workers)
 
     if half:
         result = result.astype(np.float16)

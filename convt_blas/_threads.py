@@ -7,8 +7,10 @@ thread count.
 """
 import ctypes
 import glob
+import mmap
 import numbers
 import os
+import re
 import threading
 
 from . import kernels
@@ -38,6 +40,8 @@ def set_num_threads(n):
         raise TypeError(f"set_num_threads expects a positive int, got {n!r}")
     if n < 1:
         raise ValueError(f"set_num_threads expects a positive int, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"set_num_threads expects at most {MAX_THREADS} threads, got {n}")
     _requested_threads = int(n)
 
 
@@ -51,13 +55,19 @@ def get_num_threads():
         return 1
     if _requested_threads is not None:
         return _requested_threads
-    return max(1, kernels.omp_max_threads())
+    return max(1, min(kernels.omp_max_threads(), MAX_THREADS))
+
+
+MAX_THREADS = kernels.max_threads()
 
 
 def _find_openblas_controls():
-    """(get, set, corename) of the OpenBLAS behind scipy.linalg.cython_blas, or None.
+    """(get, set, corename, config, buffer_alloc, buffer_free) of the OpenBLAS behind
+    scipy.linalg.cython_blas, or None.
 
-    ``corename`` is None when that OpenBLAS does not say which kernels it runs.
+    ``corename`` and ``config`` are None when that OpenBLAS does not say which
+    kernels it runs or how it was built; ``buffer_alloc`` and ``buffer_free``
+    when it does not export its GEMM buffer pool.
     """
     import scipy
 
@@ -80,12 +90,21 @@ def _find_openblas_controls():
             get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
             put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
             corename = getattr(lib, f"{prefix}_get_corename{suffix}", None)
+            config = getattr(lib, f"{prefix}_get_config{suffix}", None)
             if get is not None and put is not None:
                 get.restype = ctypes.c_int
                 put.argtypes = [ctypes.c_int]
-                if corename is not None:
-                    corename.restype = ctypes.c_char_p
-                return get, put, corename
+                for text in (corename, config):
+                    if text is not None:
+                        text.restype = ctypes.c_char_p
+                alloc = getattr(lib, "blas_memory_alloc", None)
+                free = getattr(lib, "blas_memory_free", None)
+                if alloc is not None and free is not None:
+                    alloc.restype, alloc.argtypes = ctypes.c_void_p, [ctypes.c_int]
+                    free.restype, free.argtypes = None, [ctypes.c_void_p]
+                else:
+                    alloc = free = None
+                return get, put, corename, config, alloc, free
     return None
 
 
@@ -115,39 +134,139 @@ def _gnu_openmp_runtime():
     return hasattr(lib, "GOMP_parallel") and not hasattr(lib, "__kmpc_fork_call")
 
 
-class _BlasThreadLimit:
-    """Holds BLAS at one thread while any call is inside a parallel region.
+# OpenBLAS keeps one GEMM buffer per concurrently running GEMM (BUFFER_SIZE:
+# 32 MiB in the builds SciPy ships, plus its alignment), mapped on first need
+# and kept; a mapping that fails is retried forever.
+BLAS_BUFFER_BYTES = 33 << 20
+# What else a call may map beyond its arrays (bookkeeping, OpenMP's team).
+CALL_SLACK_BYTES = 4 << 20
 
-    OpenBLAS's thread count is process-global, so concurrent calls share one
-    counter: the first to enter saves and lowers it, the last to leave
-    restores it.
+
+def _blas_buffer_slots(controls):
+    """How many GEMM buffers that OpenBLAS can hold at once: 2*MAX_THREADS (50 at least)."""
+    config = controls[3]() if controls is not None and controls[3] is not None else None
+    found = re.search(rb"MAX_THREADS=(\d+)", config or b"")
+    return max(50, 2 * int(found.group(1))) if found else 50
+
+
+def _thread_stack_bytes():
+    """Address space an OpenMP thread's stack takes: OMP_STACKSIZE, else the
+    stack limit (glibc's default thread stack), plus a guard page."""
+    units = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for name in ("GOMP_STACKSIZE", "OMP_STACKSIZE"):
+        found = re.fullmatch(r"\s*(\d+)\s*([BKMG]?)\s*", os.environ.get(name, ""), re.I)
+        if found:
+            return int(found.group(1)) * units[(found.group(2) or "K").upper()] + (64 << 10)
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    except (ImportError, OSError, ValueError):
+        soft = -1
+    if soft == -1 or soft >= 1 << 40 or soft < 1 << 16:  # unlimited or odd: glibc's own
+        soft = 8 << 20
+    return soft + (64 << 10)
+
+
+def _address_space_available(nbytes):
+    """Whether ``nbytes`` of address space can be mapped now (RLIMIT_AS and the
+    kernel's overcommit rules decide); maps and unmaps it without touching it."""
+    if not hasattr(mmap, "MAP_ANONYMOUS"):
+        return True  # no anonymous POSIX mappings here: nothing to check against
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+    try:
+        probe = mmap.mmap(-1, nbytes, flags=flags)
+    except (OSError, ValueError, OverflowError):
+        return False
+    probe.close()
+    return True
+
+
+class _WorkerPool:
+    """What a call's workers need, secured before the kernels commit to it.
+
+    A worker's first GEMM maps an OpenBLAS buffer, and a calling thread's
+    first parallel region of n threads starts n - 1 OpenMP threads. Neither
+    fails cleanly (OpenBLAS retries a failed mapping forever, libgomp exits
+    the process), so :meth:`enter` checks that the address space for what
+    is missing is there, then makes the buffers and threads exist, and
+    raises MemoryError instead if it is not.
+
+    It also holds BLAS at one thread while any call is inside: OpenBLAS's
+    thread count is process-global, so concurrent calls share one counter;
+    the first to enter saves and lowers it, the last to leave restores it.
     """
 
     def __init__(self, controls):
         self._lock = threading.Lock()
-        self._depth = 0
+        self._depth = 0  # calls inside
+        self._active = 0  # their workers
+        self._buffers = 0  # GEMM buffers known to be mapped
+        self._slots = _blas_buffer_slots(controls)
         self._saved = 1
         self._controls = controls
+        self._stack_bytes = _thread_stack_bytes()
+        self._started = threading.local()  # .threads: OpenMP threads this thread's pool holds
 
-    def enter(self):
-        controls = self._controls
-        if controls is None:
-            return
+    def enter(self, workers=1):
+        """Secure ``workers`` workers for a call; returns how many it may run
+        (fewer when concurrent calls fill OpenBLAS's buffer table).
+
+        Raises MemoryError, leaving nothing changed, when the address space
+        for missing buffers or threads is not there.
+        """
         with self._lock:
-            if self._depth == 0:
-                self._saved = controls[0]()
-                if self._saved != 1:
+            workers = max(1, min(workers, self._slots - self._active))
+            self._secure(workers)
+            controls = self._controls
+            if controls is not None:
+                current = controls[0]()
+                if current != 1:
+                    # The first call in, or another thread raised it while calls ran:
+                    # that is the count to restore.
+                    self._saved = current
                     controls[1](1)
             self._depth += 1
+            self._active += workers
+        return workers
 
-    def exit(self):
-        controls = self._controls
-        if controls is None:
-            return
+    def exit(self, workers=1):
         with self._lock:
             self._depth -= 1
-            if self._depth == 0 and self._saved != 1:
-                controls[1](self._saved)
+            self._active -= workers
+            controls = self._controls
+            if self._depth == 0 and controls is not None and self._saved != 1:
+                if controls[0]() == 1:  # unless another thread set its own since
+                    controls[1](self._saved)
+                self._saved = 1
+
+    def _secure(self, workers):
+        new_threads = max(0, workers - getattr(self._started, "threads", 1))
+        new_buffers = max(0, self._active + workers - self._buffers)
+        if not (new_threads or new_buffers):
+            return
+        # Holding all buffers maps up to every one that others do not hold.
+        mapped = (new_buffers + self._active) if new_buffers else 0
+        needed = mapped * BLAS_BUFFER_BYTES + new_threads * self._stack_bytes + CALL_SLACK_BYTES
+        if not _address_space_available(needed):
+            raise MemoryError(
+                f"a call on {workers} thread(s) needs {needed / 2 ** 20:.0f} MiB more address "
+                "space (BLAS buffers, thread stacks) than is available; free memory, raise "
+                "the limit or use fewer threads (convt_blas.set_num_threads)")
+        if new_buffers:
+            self._map_blas_buffers(self._active + workers)
+        if new_threads:
+            self._started.threads = kernels.start_threads(workers)
+
+    def _map_blas_buffers(self, count):
+        """Have OpenBLAS map ``count`` GEMM buffers by holding as many at once."""
+        controls = self._controls
+        if controls is not None and controls[4] is not None:
+            held = [controls[4](0) for _ in range(count)]
+            for buffer in held:
+                if buffer:
+                    controls[5](buffer)
+        self._buffers = count
 
     def reset_after_fork(self):
         """Forget calls of the parent's threads, which do not exist in a forked child."""
@@ -155,11 +274,14 @@ class _BlasThreadLimit:
         if self._depth and self._controls is not None and self._saved != 1:
             self._controls[1](self._saved)
         self._depth = 0
+        self._active = 0
+        self._saved = 1
+        self._started = threading.local()  # the parent's OpenMP threads are gone
 
 
 # Looked up once at import so that no call pays for it.
 _openblas = _find_openblas_controls()
-blas_single_thread = _BlasThreadLimit(_openblas)
+worker_pool = _WorkerPool(_openblas)
 # The kernel's plan cuts inputs of a few positions into GEMMs small enough for
 # those kernels only where BLAS has them.
 kernels.set_blas_small_matrix_kernels(_blas_has_small_matrix_kernels(_openblas))
@@ -172,7 +294,7 @@ def _after_fork_in_child():
     # them forever. The serial path of the kernels never enters the runtime.
     global _serial_after_fork
     _serial_after_fork = _GNU_OPENMP
-    blas_single_thread.reset_after_fork()
+    worker_pool.reset_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -190,4 +312,4 @@ def plan_threads(n_units, flops):
     from a serial one, and results must not depend on the thread count. The
     kernel's plan cuts large work into enough units for the threads instead.
     """
-    return max(1, min(get_num_threads(), n_units, flops // MIN_FLOPS_PER_THREAD))
+    return max(1, min(get_num_threads(), MAX_THREADS, n_units, flops // MIN_FLOPS_PER_THREAD))

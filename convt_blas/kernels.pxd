@@ -16,6 +16,8 @@ cdef extern from "convt_blas.h":
         int64_t dilation
         int64_t groups
 
+    int CONVT_BLAS_MAX_THREADS
+
     enum:
         CONVT_BLAS_OK
         CONVT_BLAS_ERR_NULL_POINTER

@@ -50,8 +50,16 @@ def _to_numpy(value, key):
     """A NumPy view (or copy) of a state-dict entry: ndarray, torch tensor, DLPack, array-like."""
     if hasattr(value, "detach"):  # torch tensors: drop autograd, move to host memory
         value = value.detach()
-        if getattr(getattr(value, "device", None), "type", "cpu") != "cpu":
-            value = value.cpu()
+        device = getattr(getattr(value, "device", None), "type", "cpu")
+        if device == "meta":
+            raise ValueError(f"state_dict entry {key!r} is on the meta device and holds no "
+                             "data: load or materialise the model's weights first")
+        if device != "cpu":
+            try:
+                value = value.cpu()
+            except Exception as exc:  # noqa: BLE001  any device's failure, with the key
+                raise ValueError(f"state_dict entry {key!r}: cannot copy it from its "
+                                 f"{device} device: {exc}") from exc
     try:
         return _as_array(value, key)
     except TypeError as exc:
@@ -174,8 +182,9 @@ class ConvTranspose1d:
         check_arguments((0, self.in_channels, probe_length), self.weight_shape, None,
                         self.stride, self.padding, self.output_padding, self.groups,
                         self.dilation)
-        self._weight = np.empty(self.weight_shape, self.dtype)
-        self._bias = np.empty(self.out_channels, self.dtype) if bias else None
+        # (weight, bias), replaced as one: a call reads both from one assignment.
+        self._params = (np.empty(self.weight_shape, self.dtype),
+                        np.empty(self.out_channels, self.dtype) if bias else None)
         # (weight, its F(3,2) transform) from the last call that used one, and
         # (weight, its rows) from the last call on the GEMM path.
         self._transformed = None
@@ -192,11 +201,12 @@ class ConvTranspose1d:
 
     @property
     def weight(self):
-        return self._weight
+        return self._params[0]
 
     @weight.setter
     def weight(self, value):
-        self._set_weight(self._checked_parameter("weight", value, self.weight_shape))
+        self._set_params(self._checked_parameter("weight", value, self.weight_shape),
+                         self._params[1])
 
     @property
     def keep_transformed_weight(self):
@@ -225,14 +235,18 @@ class ConvTranspose1d:
         return state
 
     def __setstate__(self, state):
+        if "_params" not in state:  # pickled before weight and bias were one pair
+            state["_params"] = (state.pop("_weight"), state.pop("_bias"))
         self.__dict__.update(state)
-        for arr in (self._weight, self._bias):  # unpickled arrays come back writeable
+        for arr in self._params:  # unpickled arrays come back writeable
             if arr is not None:
                 _read_only(arr)
 
-    def _set_weight(self, weight):
-        self._weight = weight
-        self._drop_kept_weights()  # frees them now; calls match them by the weight anyway
+    def _set_params(self, weight, bias):
+        changed = weight is not self._params[0]
+        self._params = (weight, bias)
+        if changed:
+            self._drop_kept_weights()  # frees them now; calls match them by the weight anyway
 
     def _drop_kept_weights(self):
         """Forget the weight's F(3,2) transform and rows (see Notes)."""
@@ -241,16 +255,17 @@ class ConvTranspose1d:
 
     @property
     def bias(self):
-        return self._bias
+        return self._params[1]
 
     @bias.setter
     def bias(self, value):
-        if value is None and self._bias is None:
+        if value is None and self.bias is None:
             return
-        if value is None or self._bias is None:
+        if value is None or self.bias is None:
             raise ValueError("bias can be replaced but not added or removed; "
                              "build the layer with bias=True or bias=False")
-        self._bias = self._checked_parameter("bias", value, (self.out_channels,))
+        self._set_params(self.weight,
+                         self._checked_parameter("bias", value, (self.out_channels,)))
 
     def _checked_parameter(self, key, value, shape):
         """``value`` as a fresh C-contiguous array of this layer's dtype and ``shape``.
@@ -288,17 +303,17 @@ class ConvTranspose1d:
                 arr[...] = rng.uniform(-bound, bound, shape)
             return _read_only(arr)
 
-        self._set_weight(draw(self.weight_shape))
-        if self._bias is not None:
-            self._bias = draw(self._bias.shape)
+        weight = draw(self.weight_shape)
+        self._set_params(weight, None if self.bias is None else draw(self.bias.shape))
 
     # -- state dicts ------------------------------------------------------------------
 
     def state_dict(self):
         """``{'weight': ..., 'bias': ...}`` (no ``'bias'`` without bias): the arrays themselves."""
-        state = {"weight": self._weight}
-        if self._bias is not None:
-            state["bias"] = self._bias
+        weight, bias = self._params
+        state = {"weight": weight}
+        if bias is not None:
+            state["bias"] = bias
         return state
 
     def load_state_dict(self, state_dict, strict=True):
@@ -357,13 +372,13 @@ class ConvTranspose1d:
                 except ValueError as exc:
                     raise ValueError(f"size mismatch for {g_key}: {exc}") from exc
                 updates["_weight"] = _read_only(folded.astype(self.dtype))
-        if self._bias is not None:
+        if self.bias is not None:
             if "bias" in keys:
                 updates["_bias"] = self._checked_parameter(
                     "bias", state_dict["bias"], (self.out_channels,))
             else:
                 missing.append("bias")
-        used = set().union(*present) | ({"bias"} if self._bias is not None else set())
+        used = set().union(*present) | ({"bias"} if self.bias is not None else set())
         unexpected = sorted(keys - used)
         if strict and (missing or unexpected):
             parts = []
@@ -373,10 +388,7 @@ class ConvTranspose1d:
                 parts.append("unexpected key(s) " + ", ".join(map(repr, unexpected)))
             raise ValueError(f"Error(s) in loading state_dict for ConvTranspose1d: "
                              + "; ".join(parts))
-        if "_weight" in updates:
-            self._set_weight(updates["_weight"])
-        if "_bias" in updates:
-            self._bias = updates["_bias"]
+        self._set_params(updates.get("_weight", self.weight), updates.get("_bias", self.bias))
         return IncompatibleKeys(missing, unexpected)
 
     @classmethod
@@ -450,7 +462,7 @@ class ConvTranspose1d:
         numpy.ndarray, shape (N, out_channels, L_out) or (out_channels, L_out)
             A CuPy array on the input's device when ``input`` is a CuPy array.
         """
-        weight, bias = self._weight, self._bias
+        weight, bias = self._params  # one pair, whatever another thread loads meanwhile
         if type(input).__module__.startswith("cupy"):
             # A CuPy input computes on its GPU: the parameters, kept in host memory,
             # are copied to the input's device for the call.
@@ -521,7 +533,7 @@ class ConvTranspose1d:
             s += f", output_padding={self.output_padding}"
         if self.groups != 1:
             s += f", groups={self.groups}"
-        if self._bias is None:
+        if self.bias is None:
             s += ", bias=False"
         if self.dtype != np.float32:
             s += f", dtype={self.dtype}"

@@ -13,6 +13,9 @@ signal. After ``T`` input samples, positions before ``T*stride`` are final
 ``T*stride + R - padding + output_padding`` are in the output whatever
 follows, since the output ends there if the signal ends now.
 """
+import contextlib
+import threading
+
 import numpy as np
 
 from . import kernels
@@ -32,7 +35,9 @@ class ConvTranspose1dStream:
     unless padding exceeds the overlap). Layers that qualify for Winograd's
     F(3,2) keep the weight transformed for it, as ``ConvTranspose1d`` does,
     from the first chunk of 128 or more samples on (twice the weight's
-    memory): such chunks take F(3,2). Not safe to share between threads.
+    memory): such chunks take F(3,2). A stream holds one signal: a call
+    while another thread is inside one raises RuntimeError. An error leaves
+    the stream as it was.
 
     Parameters
     ----------
@@ -84,6 +89,7 @@ class ConvTranspose1dStream:
         self._end_offset = self.overlap - spec.padding + spec.output_padding
         self._checked_shape = None  # last chunk shape found valid, length aside
         self._transformed = None  # the weight transformed for F(3,2), once a chunk takes it
+        self._busy = threading.Lock()  # held by the thread inside push or flush
         self.reset()
 
     @classmethod
@@ -102,6 +108,15 @@ class ConvTranspose1dStream:
                    stride=module.stride, padding=module.padding,
                    output_padding=module.output_padding, groups=module.groups,
                    dilation=module.dilation)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_busy"]  # a lock does not pickle; a copy starts idle
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._busy = threading.Lock()
 
     def reset(self):
         """Forget the current signal; the next :meth:`push` starts a new one."""
@@ -149,12 +164,12 @@ class ConvTranspose1dStream:
             x3 = x3.astype(self._weight.dtype)
         return x3, batched
 
-    def _emit(self, buffer, stop):
-        """Return full positions [_next, stop) from ``buffer`` (which starts at _next).
+    def _emit(self, buffer, stop, batched):
+        """(output, tail): full positions [_next, stop) from ``buffer`` (which starts
+        at _next), and the rest of the buffer, the next tail. Changes no state.
 
         Positions past the buffer's end received no contribution and are zero.
-        Bias is added here, once per returned sample; the rest of the buffer
-        becomes the tail.
+        Bias is added here, once per returned sample.
         """
         count = stop - self._next
         n, c = buffer.shape[:2]
@@ -163,11 +178,10 @@ class ConvTranspose1dStream:
         out[:, :, :have] = buffer[:, :, :have]
         if self._bias is not None:
             out += self._bias
-        self._tail = buffer[:, :, count:].copy() if buffer.shape[-1] > count else None
-        self._next = stop
+        tail = buffer[:, :, count:].copy() if buffer.shape[-1] > count else None
         if self.dtype == _HALF:
             out = out.astype(_HALF)
-        return out if self._batched else out[0]
+        return (out if batched else out[0]), tail
 
     def push(self, chunk):
         """Feed the next chunk of the signal; return the output samples it completes.
@@ -188,21 +202,40 @@ class ConvTranspose1dStream:
         ------
         ValueError, TypeError
             For a bad chunk; the stream is left as it was.
+        MemoryError
+            The chunk's output cannot be allocated; the stream is left as it was.
+        RuntimeError
+            Another thread is inside a call of this stream.
         """
-        x3, batched = self._check_chunk(chunk)
-        length = x3.shape[-1]
-        if length == 0:
+        with self._one_call():
+            x3, batched = self._check_chunk(chunk)
+            length = x3.shape[-1]
+            if length == 0:
+                self._batch, self._batched = x3.shape[0], batched
+                return np.zeros((x3.shape[0], self.out_channels, 0)[0 if batched else 1:],
+                                dtype=self.dtype)
+            part = _conv_transpose1d(x3, self._weight, None, self.stride, 0, 0, self.groups,
+                                     self.dilation, None, self._transformed_weight)
+            start = self._in_length * self.stride  # full position of part[..., 0]
+            buffer = self._overlap_add(part, start)
+            in_length = self._in_length + length
+            stop = max(self._next, in_length * self.stride + min(0, self._end_offset))
+            out, tail = self._emit(buffer, stop, batched)
+            # Everything that can fail is done: the state moves on all at once.
             self._batch, self._batched = x3.shape[0], batched
-            return np.zeros((x3.shape[0], self.out_channels, 0)[0 if batched else 1:],
-                            dtype=self.dtype)
-        part = _conv_transpose1d(x3, self._weight, None, self.stride, 0, 0, self.groups,
-                                 self.dilation, None, self._transformed_weight)
-        self._batch, self._batched = x3.shape[0], batched
-        start = self._in_length * self.stride  # full position of part[..., 0]
-        buffer = self._overlap_add(part, start)
-        self._in_length += length
-        stop = max(self._next, self._in_length * self.stride + min(0, self._end_offset))
-        return self._emit(buffer, stop)
+            self._in_length, self._next, self._tail = in_length, stop, tail
+            return out
+
+    @contextlib.contextmanager
+    def _one_call(self):
+        """Refuse a call while another thread is inside one: the state would mix."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("ConvTranspose1dStream is in use by another thread; a stream "
+                               "holds one signal: give each thread its own stream")
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def _transformed_weight(self, params, weight, n_threads):
         """The stream's weight (a private copy, never written) transformed for F(3,2), kept."""
@@ -244,15 +277,16 @@ class ConvTranspose1dStream:
             output length (as ``conv_transpose1d`` would raise); the stream is
             left as it was.
         """
-        if self._batch is None:
-            raise ValueError("flush() needs a signal: push at least one chunk first")
-        check_arguments((self._batch, self.in_channels, self._in_length), self._weight.shape,
-                        None, self.stride, self.padding, self.output_padding, self.groups,
-                        self.dilation)
-        stop = self._in_length * self.stride + self._end_offset
-        tail = self._tail
-        if tail is None:
-            tail = np.zeros((self._batch, self.out_channels, 0), dtype=self._weight.dtype)
-        out = self._emit(tail, stop)
-        self.reset()
-        return out
+        with self._one_call():
+            if self._batch is None:
+                raise ValueError("flush() needs a signal: push at least one chunk first")
+            check_arguments((self._batch, self.in_channels, self._in_length),
+                            self._weight.shape, None, self.stride, self.padding,
+                            self.output_padding, self.groups, self.dilation)
+            stop = self._in_length * self.stride + self._end_offset
+            tail = self._tail
+            if tail is None:
+                tail = np.zeros((self._batch, self.out_channels, 0), dtype=self._weight.dtype)
+            out, _ = self._emit(tail, stop, self._batched)
+            self.reset()
+            return out

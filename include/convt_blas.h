@@ -32,6 +32,9 @@ typedef struct convt_blas_params {
     int64_t groups;
 } convt_blas_params;
 
+/* Thread counts above this are taken as this; counts below 1 as 1. */
+#define CONVT_BLAS_MAX_THREADS 256
+
 /* Status codes returned by every kernel entry point (0 is success). */
 enum {
     CONVT_BLAS_OK = 0,
@@ -109,8 +112,18 @@ typedef struct convt_blas_complex128 { double real, imag; } convt_blas_complex12
  *            NULL to allocate internally, else a scratch buffer of at least
  *            workspace_length(p, n_threads) elements of T.
  *   n_threads
- *            OpenMP threads to run on (values below 1 mean 1). The result is
- *            the same, bit for bit, for every thread count.
+ *            OpenMP threads to run on (values below 1 mean 1, values above
+ *            CONVT_BLAS_MAX_THREADS mean that). The result is the same, bit
+ *            for bit, for every thread count.
+ * Every array pointer must be aligned to its element type (_Alignof(T):
+ * 4 bytes for float and float complex, 8 for double and double complex);
+ * the kernel reads and writes them as C arrays of T and does not check.
+ * A call's first use of n threads in a calling thread starts n - 1 OpenMP
+ * threads (a stack each) and a BLAS buffer per thread; where address space
+ * is limited (RLIMIT_AS), an OpenMP runtime may exit and OpenBLAS may wait
+ * forever when they cannot be had, so such callers should first call from
+ * Python, where convt_blas.conv_transpose1d reserves them or raises
+ * MemoryError, or keep headroom for them.
  */
 #define CONVT_BLAS_KERNEL_TYPE(name, T)                                       \
     typedef int (*name)(const convt_blas_params *p, const T *input,           \

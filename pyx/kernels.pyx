@@ -599,8 +599,16 @@ cdef inline int64_t _phase_row_length(const Plan* plan, int64_t stride) noexcept
     return plan.tile / stride + 2
 
 
+cdef inline int _thread_count(int n_threads) noexcept nogil:
+    """``n_threads`` within [1, CONVT_BLAS_MAX_THREADS]: every count that enters
+    the kernels passes here (INT_MAX would have OpenMP start that many threads)."""
+    if n_threads < 1:
+        return 1
+    return CONVT_BLAS_MAX_THREADS if n_threads > CONVT_BLAS_MAX_THREADS else n_threads
+
+
 cdef inline int64_t _worker_count(const Plan* plan, int n_threads) noexcept nogil:
-    return _max(1, _min(<int64_t>n_threads, plan.n_units))
+    return _max(1, _min(<int64_t>_thread_count(n_threads), plan.n_units))
 
 
 cdef inline void _input_range(const convt_blas_params* p, int64_t start, int64_t stop,
@@ -1388,7 +1396,8 @@ cdef void _weight_rows(const scalar_t* w, int64_t groups, int64_t c_in_g, int64_
     (a tile's rows and columns stay in cache), tiles shared among threads."""
     cdef int64_t row_tiles = _ceil_div(c_in_g, 64), col_tiles = _ceil_div(m, 64)
     cdef int64_t tiles = groups * row_tiles * col_tiles, tile, g, i0, j0, rest
-    for tile in prange(tiles, num_threads=_max(1, _min(n_threads, tiles)), schedule='static'):
+    for tile in prange(tiles, num_threads=_max(1, _min(_thread_count(n_threads), tiles)),
+                       schedule='static'):
         g = tile / (row_tiles * col_tiles)
         rest = tile % (row_tiles * col_tiles)
         i0 = (rest / col_tiles) * 64
@@ -1599,17 +1608,25 @@ cdef int _conv_transpose1d(const convt_blas_params* p,
                            const scalar_t* w, const scalar_t* prepared, int64_t prepared_len,
                            const scalar_t* bias, scalar_t* out,
                            scalar_t* workspace, int64_t workspace_len,
-                           int n_threads, const scalar_t* w_rows=NULL) noexcept nogil:
+                           int n_threads, const scalar_t* w_rows=NULL,
+                           int winograd=-1) noexcept nogil:
     """The convolution. ``prepared``: NULL, or the weight as _prepare_weights lays it
     out (``prepared_len`` elements), used when the plan takes it. ``w_rows``: NULL, or
     the weight as transpose_weights lays it out, which GEMM-path plans read instead
-    of ``w`` (the caller checks its length)."""
+    of ``w`` (the caller checks its length). ``winograd``: whether F(3,2) is allowed,
+    as the caller read the switch when it sized the workspace; -1 reads it here."""
     cdef Plan plan
-    cdef int status = _make_plan_with(p, &plan, WINOGRAD_ENABLED, prepared != NULL)
     cdef int64_t per_worker, workers
     cdef bint owns_workspace = False
+    cdef bint allowed = WINOGRAD_ENABLED if winograd < 0 else winograd != 0
+    cdef int status = _make_plan_with(p, &plan, allowed, prepared != NULL)
     if status != CONVT_BLAS_OK:
         return status
+    if (workspace != NULL and workspace_len < plan.worker_elements * _worker_count(&plan, n_threads)
+            and _winograd_shape(p)):
+        # Sized while the switch was the other way (set_winograd from another
+        # thread): the plan that workspace was sized for runs instead of failing.
+        _make_plan_with(p, &plan, not allowed, prepared != NULL)
     if x == NULL or w == NULL or out == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
     if plan.prepared_weights and prepared_len != _prepared_elements(p, &plan):
@@ -1912,14 +1929,14 @@ def winograd_enabled():
     return bool(WINOGRAD_ENABLED)
 
 
-def takes_weight_rows(tuple shape):
+def takes_weight_rows(tuple shape, winograd=None):
     """Whether a call of ``shape`` that has a prepared weight but runs the GEMM path
     (not F(3,2), not direct taps) takes the weight's rows (transpose_weights): whether
     its largest GEMM reads them (_blocked_either_way)."""
     cdef convt_blas_params p
     cdef Plan plan
     cdef int64_t rows, columns
-    _plan_or_raise(shape, &p, &plan, True)
+    _plan_or_raise(shape, &p, &plan, True, _switch(winograd))
     if plan.winograd or plan.direct_taps:
         return False
     rows = plan.block_channels * p.kernel_size
@@ -1964,11 +1981,11 @@ def transpose_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
     return rows
 
 
-def takes_prepared_weights(tuple shape):
+def takes_prepared_weights(tuple shape, winograd=None):
     """Whether a call of ``shape`` would run F(3,2) on a prepared weight (see run)."""
     cdef convt_blas_params p
     cdef Plan plan
-    _plan_or_raise(shape, &p, &plan, True)
+    _plan_or_raise(shape, &p, &plan, True, _switch(winograd))
     return bool(plan.winograd and plan.prepared_weights)
 
 
@@ -1976,13 +1993,30 @@ def plan_info(tuple shape, bint prepared=False):
     """The planner's cut for ``shape`` (as in plan_sizes) as a dict, for tests and tuning."""
     cdef convt_blas_params p
     cdef Plan plan
-    _plan_or_raise(shape, &p, &plan, prepared)
+    _plan_or_raise(shape, &p, &plan, prepared, WINOGRAD_ENABLED)
     return plan
 
 
 def blas_small_matrix_kernels():
     """What the planner assumes: see set_blas_small_matrix_kernels."""
     return bool(BLAS_SMALL_MATRIX_KERNELS)
+
+
+def max_threads():
+    """CONVT_BLAS_MAX_THREADS: the most threads a call runs on."""
+    return CONVT_BLAS_MAX_THREADS
+
+
+def start_threads(int n_threads):
+    """Run an empty parallel region on ``n_threads`` (clamped) threads, so that the
+    calling thread's OpenMP pool holds them before a call needs them."""
+    cdef int i, n = _thread_count(n_threads)
+    cdef int total = 0
+    if n > 1:
+        with nogil:
+            for i in prange(n, num_threads=n, schedule='static'):
+                total += 1
+    return n
 
 
 def omp_max_threads():
@@ -1996,25 +2030,31 @@ cdef int _fill_params(convt_blas_params* p, tuple shape) except -1:
     return 0
 
 
+cdef inline bint _switch(winograd):
+    """The Winograd switch a caller passed, or as set now for None."""
+    return WINOGRAD_ENABLED if winograd is None else bool(winograd)
+
+
 cdef int _plan_or_raise(tuple shape, convt_blas_params* p, Plan* plan,
-                        bint prepared) except -1:
+                        bint prepared, bint winograd) except -1:
     """Fill ``p`` from ``shape`` and plan it; ValueError if the kernel refuses it."""
     _fill_params(p, shape)
-    raise_for_status(_make_plan_with(p, plan, WINOGRAD_ENABLED, prepared))
+    raise_for_status(_make_plan_with(p, plan, winograd, prepared))
     return 0
 
 
-def plan_sizes(tuple shape, bint prepared=False):
+def plan_sizes(tuple shape, bint prepared=False, winograd=None):
     """(units per batch element, workspace elements per worker) for ``shape``.
 
     ``shape`` is (batch, C_in, L_in, C_out, K, stride, padding,
     output_padding, dilation, groups); ``prepared``: the call passes the
-    weight transformed (prepare_winograd_weights). Raises ValueError if the
+    weight transformed (prepare_winograd_weights); ``winograd``: the switch
+    the call passes to run (None: as set now). Raises ValueError if the
     kernel refuses it.
     """
     cdef convt_blas_params p
     cdef Plan plan
-    _plan_or_raise(shape, &p, &plan, prepared)
+    _plan_or_raise(shape, &p, &plan, prepared, _switch(winograd))
     return _units_per_sample(&p, &plan), plan.worker_elements
 
 
@@ -2052,7 +2092,10 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
     ld = c_out_g * p.stride
     step = c_in_g * ld
     chunks_per_group = _ceil_div(c_in_g, rows_per_chunk)
-    for chunk in prange(p.groups * chunks_per_group, num_threads=n_threads, schedule='static'):
+    for chunk in prange(p.groups * chunks_per_group,
+                        num_threads=_max(1, _min(_thread_count(n_threads),
+                                                 p.groups * chunks_per_group)),
+                        schedule='static'):
         g = chunk / chunks_per_group
         i0 = (chunk % chunks_per_group) * rows_per_chunk
         _winograd_weights(p, c_out_g, w + (g * c_in_g + i0) * c_out_g * p.kernel_size,
@@ -2104,7 +2147,8 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
 
 
 def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
-        cnp.ndarray out, cnp.ndarray workspace, int n_threads, prepared=None, w_rows=None):
+        cnp.ndarray out, cnp.ndarray workspace, int n_threads, prepared=None, w_rows=None,
+        winograd=None):
     """Run the kernel on validated arrays; releases the GIL throughout.
 
     x: element ``strides`` (batch, channel, length), unit stride on the length
@@ -2112,6 +2156,7 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
     prepared: None, or prepare_winograd_weights(shape, weight) (the
     workspace then sized by plan_sizes(shape, prepared=True)). w_rows: None,
     or transpose_weights(shape, weight), which GEMM-path plans then read.
+    winograd: the switch as read when the workspace was sized (None: as set now).
     """
     cdef convt_blas_params p
     cdef int status
@@ -2127,6 +2172,7 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
     cdef void* op = cnp.PyArray_DATA(out)
     cdef void* wsp = cnp.PyArray_DATA(workspace)
     cdef int64_t ws_len = cnp.PyArray_SIZE(workspace)
+    cdef int allowed = -1 if winograd is None else (1 if winograd else 0)
     sx_n, sx_c, sx_l = strides
     _fill_params(&p, shape)
     if prepared is not None:
@@ -2146,23 +2192,23 @@ def run(tuple shape, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
         if type_num == cnp.NPY_FLOAT32:
             status = _conv_transpose1d(&p, <float*>xp, sx_n, sx_c, sx_l, <float*>wp,
                                        <float*>pp, prepared_len, <float*>bp, <float*>op,
-                                       <float*>wsp, ws_len, n_threads, <float*>rp)
+                                       <float*>wsp, ws_len, n_threads, <float*>rp, allowed)
         elif type_num == cnp.NPY_FLOAT64:
             status = _conv_transpose1d(&p, <double*>xp, sx_n, sx_c, sx_l, <double*>wp,
                                        <double*>pp, prepared_len, <double*>bp, <double*>op,
-                                       <double*>wsp, ws_len, n_threads, <double*>rp)
+                                       <double*>wsp, ws_len, n_threads, <double*>rp, allowed)
         elif type_num == cnp.NPY_COMPLEX64:
             status = _conv_transpose1d(&p, <float complex*>xp, sx_n, sx_c, sx_l,
                                        <float complex*>wp, <float complex*>pp, prepared_len,
                                        <float complex*>bp, <float complex*>op,
                                        <float complex*>wsp, ws_len, n_threads,
-                                       <float complex*>rp)
+                                       <float complex*>rp, allowed)
         elif type_num == cnp.NPY_COMPLEX128:
             status = _conv_transpose1d(&p, <double complex*>xp, sx_n, sx_c, sx_l,
                                        <double complex*>wp, <double complex*>pp, prepared_len,
                                        <double complex*>bp, <double complex*>op,
                                        <double complex*>wsp, ws_len, n_threads,
-                                       <double complex*>rp)
+                                       <double complex*>rp, allowed)
         else:
             status = CONVT_BLAS_ERR_BAD_SHAPE
     raise_for_status(status)

@@ -318,7 +318,7 @@ def test_fork_while_a_call_holds_blas(rng, default_threads):
     expected = convt_blas.conv_transpose1d(x, w, b, stride=2)
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    hold = _threads.blas_single_thread
+    hold = _threads.worker_pool
     hold.enter()
     with hold._lock:  # as if a thread were between enter() and exit() at the fork
         child = context.Process(target=forked_compute, args=(x, w, b, queue))

@@ -173,17 +173,26 @@ def test_c_api_workspace_follows_the_rule():
     assert with_winograd == plan(*shape)["worker_elements"] and with_winograd != without
 
 
-def test_workspace_sized_for_the_other_setting_is_refused():
-    # A workspace sized before set_winograd changed is checked, not overrun.
+def test_workspace_sized_for_the_other_setting_runs_that_plan(rng):
+    # A workspace sized before set_winograd changed (another thread's change,
+    # or a C caller's) runs the plan it was sized for instead of failing; one
+    # too small for either plan is refused, not overrun.
     shape = (1, 256, 800, 128, 16, 8, 4, 0, 1, 1)
     with plain_path():
         _, gemm_elements = kernels.plan_sizes(shape)
-    x = np.zeros((1, 256, 800), np.float32)
-    w = np.zeros((256, 128, 16), np.float32)
+    x = rng.standard_normal((1, 256, 800)).astype(np.float32)
+    w = rng.standard_normal((256, 128, 16)).astype(np.float32)
     out = np.empty((1, 128, plan(*shape)["out_length"]), np.float32)
+    assert kernels.winograd_enabled() and plan(*shape)["winograd"]
+    kernels.run(shape, x, (256 * 800, 800, 1), w, None, out,
+                np.empty(gemm_elements, np.float32), 1)
+    with plain_path():
+        expected = convt_blas.conv_transpose1d(x, w, stride=8, padding=4)
+    np.testing.assert_array_equal(out, expected)
     with pytest.raises(ValueError, match="workspace too small"):
         kernels.run(shape, x, (256 * 800, 800, 1), w, None, out,
-                    np.empty(gemm_elements, np.float32), 1)
+                    np.empty(min(gemm_elements, plan(*shape)["worker_elements"]) - 1,
+                             np.float32), 1)
 
 
 @contextlib.contextmanager

@@ -49,8 +49,19 @@ def _native(arr):
     return arr
 
 
-def _physical_memory():
-    """Bytes of physical memory, or None where the system does not say."""
+# Arrays below this size are not worth a look at the system's memory.
+_CHECKED_BYTES = 1 << 28
+
+
+def _available_memory():
+    """Bytes the system can still give without swapping out others (Linux:
+    MemAvailable plus free swap), else its physical memory, else None."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return sum(int(fields[key].split()[0]) * 1024 for key in ("MemAvailable", "SwapFree"))
+    except (OSError, KeyError, ValueError):
+        pass
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
@@ -58,15 +69,18 @@ def _physical_memory():
 
 
 def _check_fits(nbytes, what):
-    """MemoryError if an array of ``nbytes`` cannot fit in physical memory.
+    """MemoryError if an array of ``nbytes`` cannot fit in the memory available now.
 
-    An allocation the system overcommits succeeds and is killed when written;
-    an array larger than the machine's memory is refused here instead.
+    An allocation the system overcommits succeeds, and the process is killed
+    when it writes the pages; a large array is measured against what is
+    available first instead.
     """
-    total = _physical_memory()
-    if total is not None and nbytes > total:
-        raise MemoryError(f"{what} needs {nbytes / 2 ** 30:.1f} GiB, more than this "
-                          f"machine's {total / 2 ** 30:.1f} GiB of memory")
+    if nbytes < _CHECKED_BYTES:
+        return
+    available = _available_memory()
+    if available is not None and nbytes > available:
+        raise MemoryError(f"{what} needs {nbytes / 2 ** 30:.1f} GiB, more than the "
+                          f"{available / 2 ** 30:.1f} GiB of memory available")
 
 
 def _fresh_copy(arr, dtype=None, order="C"):

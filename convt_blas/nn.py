@@ -494,7 +494,8 @@ class ConvTranspose1d:
         held = self._transformed
         if held is not None and held[0] is weight:
             return held[1]
-        transformed = kernels.prepare_winograd_weights(params, kernel_weight, n_threads)
+        transformed = kernels.prepare_winograd_weights(params, kernel_weight, n_threads,
+                                                       winograd=True)
         if self._keep_transformed:
             self._transformed = (weight, transformed)
         return transformed

@@ -240,7 +240,8 @@ class ConvTranspose1dStream:
     def _transformed_weight(self, params, weight, n_threads):
         """The stream's weight (a private copy, never written) transformed for F(3,2), kept."""
         if self._transformed is None:
-            self._transformed = kernels.prepare_winograd_weights(params, weight, n_threads)
+            self._transformed = kernels.prepare_winograd_weights(params, weight, n_threads,
+                                                                 winograd=True)
         return self._transformed
 
     def _overlap_add(self, part, start):

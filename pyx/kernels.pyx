@@ -525,6 +525,11 @@ cdef int64_t prepared_weight_length(const convt_blas_params* p) noexcept nogil:
     """Elements of the layer's weight transformed for F(3,2) (twice the weight's); 0 if
     its calls never take it (or Winograd is off), -1 if ``p`` is NULL or invalid.
     The batch and input length are not read."""
+    return _prepared_weight_length(p, WINOGRAD_ENABLED)
+
+
+cdef int64_t _prepared_weight_length(const convt_blas_params* p, bint allowed) noexcept nogil:
+    """prepared_weight_length, with F(3,2) ``allowed`` or not."""
     cdef convt_blas_params layer
     cdef Plan plan
     if p == NULL or p.padding < 0 or p.padding > (INT64_MAX - 1) / 2:
@@ -532,7 +537,7 @@ cdef int64_t prepared_weight_length(const convt_blas_params* p) noexcept nogil:
     layer = p[0]
     layer.batch = 0
     layer.in_length = 2 * layer.padding + 1  # some length with outputs: the transform ignores it
-    if _make_plan_with(&layer, &plan, WINOGRAD_ENABLED, True) != CONVT_BLAS_OK:
+    if _make_plan_with(&layer, &plan, allowed, True) != CONVT_BLAS_OK:
         return -1
     return _prepared_elements(&layer, &plan)
 
@@ -2072,15 +2077,18 @@ def raise_for_status(int status):
 
 
 cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
-                          scalar_t* prepared, int64_t prepared_len, int n_threads) noexcept nogil:
+                          scalar_t* prepared, int64_t prepared_len, int n_threads,
+                          int winograd=-1) noexcept nogil:
     """Every group's weight as _winograd_weights lays a block out, all channels in one block.
 
     ``prepared_len`` must be prepared_weight_length(p), which is 0 (the layer
     does not qualify: CONVT_BLAS_ERR_BAD_SHAPE) or twice the weight's size.
+    ``winograd``: the Winograd switch as the caller read it; -1 reads it here.
     """
     cdef int64_t c_in_g, c_out_g, ld, step, rows_per_chunk = 16, chunks_per_group
     cdef int64_t chunk, g, i0
-    cdef int64_t needed = prepared_weight_length(p)
+    cdef int64_t needed = _prepared_weight_length(
+        p, WINOGRAD_ENABLED if winograd < 0 else winograd != 0)
     if p == NULL or w == NULL or prepared == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
     if needed <= 0:
@@ -2104,10 +2112,11 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
     return CONVT_BLAS_OK
 
 
-def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
+def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1, winograd=None):
     """The weight transformed for F(3,2), for run's ``prepared``; None if the layer never takes it.
 
-    ``shape`` as in plan_sizes (batch and length are not used); ``weight``:
+    ``shape`` as in plan_sizes (batch and length are not used); ``winograd``: the
+    switch as the call read it (None: as set now); ``weight``:
     C-contiguous (C_in, C_out/g, K) of a supported dtype. Per group, the
     four matrices of _winograd_weights over all of the group's channels,
     (C_in/g, C_out/g * stride) each: twice the weight's size.
@@ -2119,10 +2128,11 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
     cdef void* src = cnp.PyArray_DATA(weight)
     cdef void* dst
     cdef int type_num = cnp.PyArray_TYPE(weight)
+    cdef bint allowed = _switch(winograd)
     if type_num not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64, cnp.NPY_COMPLEX64, cnp.NPY_COMPLEX128):
         raise TypeError(f"prepare_winograd_weights: unsupported dtype {weight.dtype}")
     _fill_params(&p, shape)
-    length = prepared_weight_length(&p)
+    length = _prepared_weight_length(&p, allowed)
     if length < 0:
         raise_for_status(CONVT_BLAS_ERR_BAD_SHAPE)
     if length == 0:
@@ -2133,15 +2143,15 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
     dst = cnp.PyArray_DATA(prepared)
     with nogil:
         if type_num == cnp.NPY_FLOAT32:
-            status = _prepare_weights(&p, <float*>src, <float*>dst, length, n_threads)
+            status = _prepare_weights(&p, <float*>src, <float*>dst, length, n_threads, allowed)
         elif type_num == cnp.NPY_FLOAT64:
-            status = _prepare_weights(&p, <double*>src, <double*>dst, length, n_threads)
+            status = _prepare_weights(&p, <double*>src, <double*>dst, length, n_threads, allowed)
         elif type_num == cnp.NPY_COMPLEX64:
             status = _prepare_weights(&p, <float complex*>src, <float complex*>dst, length,
-                                      n_threads)
+                                      n_threads, allowed)
         else:
             status = _prepare_weights(&p, <double complex*>src, <double complex*>dst, length,
-                                      n_threads)
+                                      n_threads, allowed)
     raise_for_status(status)
     return prepared
 

@@ -160,13 +160,40 @@ def test_plan_cache_follows_the_switch_it_was_read_with(rng, monkeypatch):
     assert_close(y, conv_transpose1d_reference(x, w, b, stride=8, padding=4), np.float32)
 
 
+def test_layer_transforms_its_weight_under_the_switch_its_call_read(rng, monkeypatch):
+    """A layer's call that read the switch on transforms its weight even if the switch
+    is off by the time it does (the transform once read it again, found it off and
+    failed with 'invalid convolution parameters')."""
+    layer = convt_blas.ConvTranspose1d(128, 128, 16, stride=8, padding=4,
+                                       rng=np.random.default_rng(5))
+    x = rng.standard_normal((1, 128, 300)).astype(np.float32)
+    convt_blas._functional._plan_sizes.cache_clear()
+    try:
+        convt_blas.set_winograd(False)
+        monkeypatch.setattr(kernels, "winograd_enabled", lambda: True)
+        y = layer(x)
+    finally:
+        monkeypatch.undo()
+        convt_blas.set_winograd(True)
+        convt_blas._functional._plan_sizes.cache_clear()
+    assert layer._transformed[1] is not None  # transformed, and kept
+    assert_close(y, conv_transpose1d_reference(x, layer.weight, layer.bias, stride=8,
+                                               padding=4), np.float32)
+
+
 def test_calls_while_another_thread_flips_winograd(rng):
-    """Every call succeeds and is right while the switch flips; none fails afterwards."""
+    """Every call succeeds and is right while the switch flips; none fails afterwards.
+    Layers (None as the weight below) transform and keep their weight as they go."""
     shapes = [(1, 256, 600, 64, 4, 2), (2, 64, 520, 64, 8, 4), (1, 128, 300, 128, 16, 8)]
     cases = []
     for n, c_in, length, c_out, k, stride in shapes:
         x, w, b = random_case(rng, n, c_in, c_out, k, length)
         cases.append((x, w, b, stride, conv_transpose1d_reference(x, w, b, stride=stride)))
+    for n, c_in, length, c_out, k, stride in shapes[1:]:
+        layer = convt_blas.ConvTranspose1d(c_in, c_out, k, stride, rng=rng)
+        x = rng.standard_normal((n, c_in, length)).astype(np.float32)
+        cases.append((x, None, layer, stride,
+                      conv_transpose1d_reference(x, layer.weight, layer.bias, stride=stride)))
     convt_blas._functional._plan_sizes.cache_clear()
     stop = threading.Event()
     failures, checked = [], []
@@ -181,7 +208,7 @@ def test_calls_while_another_thread_flips_winograd(rng):
         while time.monotonic() < deadline:
             x, w, b, stride, expected = cases[order.integers(len(cases))]
             try:
-                y = convt_blas.conv_transpose1d(x, w, b, stride=stride)
+                y = b(x) if w is None else convt_blas.conv_transpose1d(x, w, b, stride=stride)
                 assert_close(y, expected, np.float32)
                 checked.append(1)
             except Exception as exc:  # noqa: BLE001  collected and reported below
@@ -203,8 +230,8 @@ def test_calls_while_another_thread_flips_winograd(rng):
     for x, w, b, stride, expected in cases:  # no poisoned plan left behind
         for enabled in (True, False):
             convt_blas.set_winograd(enabled)
-            assert_close(convt_blas.conv_transpose1d(x, w, b, stride=stride), expected,
-                         np.float32)
+            y = b(x) if w is None else convt_blas.conv_transpose1d(x, w, b, stride=stride)
+            assert_close(y, expected, np.float32)
     convt_blas.set_winograd(True)
 
 

@@ -4,7 +4,7 @@ Each layer: (model, C_in, C_out, K, stride, padding, output_padding, groups, L_i
 """
 from typing import NamedTuple
 
-from ._functional import output_length
+from ._validation import output_length
 
 
 class Layer(NamedTuple):

@@ -32,7 +32,7 @@ import threading
 
 import numpy as np
 
-from . import _functional
+from ._validation import check_arguments, check_dtypes, check_out
 
 allow_tf32 = True
 
@@ -61,13 +61,23 @@ _compile_lock = threading.Lock()
 _NULL_POINTER = np.uint64(0)  # a bias argument for "no bias"
 
 
-def _import_cupy():
+def _import_cupy(input):
+    """The cupy module, or an ImportError that says what is missing for ``input``."""
     try:
         import cupy
     except ImportError as exc:
+        if getattr(exc, "name", None) == "cupy":
+            problem = "CuPy is not installed"
+        else:  # installed, but it failed to load (a CUDA library, a driver)
+            problem = f"CuPy is installed but cannot be imported ({exc})"
+        if type(input).__module__.startswith("cupy"):
+            raise ImportError(f"conv_transpose1d got a CuPy array, but {problem}; the CUDA "
+                              "path needs CuPy (pip install 'convt_blas[cuda]')") from exc
         raise ImportError(
-            "conv_transpose1d got a CuPy array, but CuPy cannot be imported; the CUDA path "
-            "needs CuPy (pip install 'convt_blas[cuda]')") from exc
+            f"convt_blas.cuda.conv_transpose1d computes on CuPy arrays and {problem} "
+            "(pip install 'convt_blas[cuda]'); for a "
+            f"{type(input).__module__}.{type(input).__name__} input, use "
+            "convt_blas.conv_transpose1d") from exc
     return cupy
 
 
@@ -220,22 +230,33 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     ValueError
         Invalid shapes or parameter values, operands on another device, or sizes
         beyond cuBLAS's 32-bit limits.
+
+    Examples
+    --------
+    On a machine with CuPy and a CUDA device (skipped in the documentation's tests);
+    ``convt_blas.conv_transpose1d(x, w, stride=2)`` sends these arrays here too:
+
+    >>> import cupy, convt_blas.cuda  # doctest: +SKIP
+    >>> x = cupy.ones((2, 16, 50), cupy.float32)  # doctest: +SKIP
+    >>> w = cupy.ones((16, 8, 4), cupy.float32)  # doctest: +SKIP
+    >>> convt_blas.cuda.conv_transpose1d(x, w, stride=2).shape  # doctest: +SKIP
+    (2, 8, 102)
     """
-    cupy = _import_cupy()
+    cupy = _import_cupy(input)
     if not isinstance(input, cupy.ndarray):
         raise TypeError(f"input must be a cupy.ndarray, got {type(input).__module__}."
-                        f"{type(input).__name__}")
+                        f"{type(input).__name__}: pass cupy.asarray(input) to compute on the "
+                        "GPU, or call convt_blas.conv_transpose1d on the CPU")
     _check_operands(cupy, input, weight, bias, out)
-    _functional.check_dtypes(input.dtype, weight.dtype, None if bias is None else bias.dtype)
+    check_dtypes(input.dtype, weight.dtype, None if bias is None else bias.dtype)
     if input.dtype not in _SUPPORTED:
         raise TypeError(f"input has dtype {input.dtype}; the CUDA path supports float16, "
                         "float32 and float64")
-    spec = _functional.check_arguments(input.shape, weight.shape,
-                                       None if bias is None else bias.shape,
-                                       stride, padding, output_padding, groups, dilation)
+    spec = check_arguments(input.shape, weight.shape, None if bias is None else bias.shape,
+                           stride, padding, output_padding, groups, dilation)
     if out is not None:
-        _functional.check_out(out, spec.out_shape, input.dtype,
-                              (("input", input), ("weight", weight), ("bias", bias)), xp=cupy)
+        check_out(out, spec.out_shape, input.dtype,
+                  (("input", input), ("weight", weight), ("bias", bias)), xp=cupy)
     _check_sizes(spec)
 
     device = input.device

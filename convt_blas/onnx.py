@@ -12,13 +12,14 @@ import numbers
 
 import numpy as np
 
-from ._functional import _as_array, _single, conv_transpose1d
+from ._functional import conv_transpose1d
+from ._validation import as_array, single
 
 AUTO_PAD_MODES = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
 def _positive(value, name):
-    value = _single(value, name)
+    value = single(value, name)
     if value < 1:
         raise ValueError(f"{name} must be positive, got {name}={value}")
     return value
@@ -30,9 +31,9 @@ def _pads(pads):
         if len(pads) != 2:
             raise ValueError(f"pads must hold 2 values [begin, end] for a 1-D convolution, "
                              f"got pads={list(pads)}")
-        begin, end = (_single(p, "pads") for p in pads)
+        begin, end = (single(p, "pads") for p in pads)
     else:
-        begin = end = _single(pads, "pads")
+        begin = end = single(pads, "pads")
     if begin < 0 or end < 0:
         raise ValueError(f"pads must be non-negative, got pads={[begin, end]}")
     return begin, end
@@ -162,8 +163,8 @@ def conv_transpose(x, w, b=None, *, strides=None, pads=None, output_padding=None
     >>> conv_transpose(x, w, strides=[2], pads=[1, 0])[0, 0]
     array([0., 1., 1., 3., 2., 2.], dtype=float32)
     """
-    x = _as_array(x, "x")
-    w = _as_array(w, "w")
+    x = as_array(x, "x")
+    w = as_array(w, "w")
     auto_pad = _auto_pad(auto_pad)
     if x.ndim not in (2, 3):
         raise ValueError(f"x must be 3-dimensional (N, C_in, L_in) or unbatched (C_in, L_in), "
@@ -173,7 +174,7 @@ def conv_transpose(x, w, b=None, *, strides=None, pads=None, output_padding=None
                          f"got w of shape {w.shape}")
     stride = _positive(1 if strides is None else strides, "strides")
     dilation = _positive(1 if dilations is None else dilations, "dilations")
-    extra = _single(0 if output_padding is None else output_padding, "output_padding")
+    extra = single(0 if output_padding is None else output_padding, "output_padding")
     if extra < 0 or extra >= max(stride, dilation):
         raise ValueError(f"output_padding must be non-negative and smaller than the stride or "
                          f"the dilation, got output_padding={extra}, strides={stride}, "
@@ -185,7 +186,7 @@ def conv_transpose(x, w, b=None, *, strides=None, pads=None, output_padding=None
     if output_shape is not None:
         output_shape = _positive(output_shape, "output_shape")
     kernel_size = w.shape[2]
-    if kernel_shape is not None and _single(kernel_shape, "kernel_shape") != kernel_size:
+    if kernel_shape is not None and single(kernel_shape, "kernel_shape") != kernel_size:
         raise ValueError(f"kernel_shape={kernel_shape} does not match w of shape {w.shape} "
                          f"(kernel size {kernel_size})")
     if isinstance(group, (bool, np.bool_)) or not isinstance(group, numbers.Integral):
@@ -226,5 +227,5 @@ def _cropped(x, w, b, stride, dilation, group, begin, out_length):
     result = np.empty(y.shape[:-1] + (out_length,), dtype=y.dtype)
     kept = max(0, unpadded_length - begin)
     result[..., :kept] = y[..., begin:]
-    result[..., kept:] = 0 if b is None else _as_array(b, "b")[:, None]
+    result[..., kept:] = 0 if b is None else as_array(b, "b")[:, None]
     return result

@@ -23,7 +23,7 @@ from conftest import assert_close
 
 import convt_blas
 from convt_blas import cuda
-from convt_blas._functional import check_arguments
+from convt_blas._validation import check_arguments
 
 KERNEL_SOURCE = os.path.join(convt_blas.get_include(), "convt_blas_cuda.cuh")
 ARCHES = ("sm_80", "sm_90")

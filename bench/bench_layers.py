@@ -10,7 +10,7 @@ after the others: what BLAS makes of the GEMM uncut), speed-up over torch,
 the first call's time (median of 3 calls, each with no cached workspace) and
 the peak extra memory of a call. The same for a convt_blas.nn.ConvTranspose1d
 holding the layer's weights, timed in the same interleaving (its steady state
-reuses the weight transformed for F(3,2); its first call makes it; the
+reuses its prepared weight for F(3,2); its first call makes it; the
 memory it holds is reported beside its per-call memory). Writes a Markdown
 table and a PNG chart to bench/results/.
 
@@ -105,10 +105,11 @@ def module_for(layer, w, b):
 
 
 def held_bytes(module):
-    """Memory a layer keeps beyond its parameters: its weight transformed for F(3,2) or
-    laid out as rows for the GEMM path, if any."""
+    """Memory a layer keeps beyond its parameters: its prepared weight for F(3,2) or its
+    weight rows for the GEMM path, if any."""
+    cache = module._weight_cache
     return sum(0 if held is None or held[1] is None else held[1].nbytes
-               for held in (module._transformed, module._weight_rows))
+               for held in (cache.prepared, cache.rows))
 
 
 def run(threads_list, seconds, only, rounds, bias=True):
@@ -150,7 +151,7 @@ def run(threads_list, seconds, only, rounds, bias=True):
                     return module(x)
 
                 def cold_layer_call():
-                    module._transformed = module._weight_rows = None  # as a layer just loaded
+                    module._weight_cache.clear()  # as a layer just loaded
                     return module(x)
 
                 sample = samples.setdefault(

@@ -15,9 +15,11 @@ without it.
 """
 import numpy as np
 
-from . import kernels
-from ._functional import (_HALF, _as_array, _conv_transpose1d, _native, check_arguments,
-                          check_dtypes)
+from . import _threads, kernels
+from ._functional import conv_transpose1d_cpu
+from ._overlap import add_parts, finish, part_span
+from ._validation import HALF, as_array, check_arguments, check_dtypes, native
+from ._weight_cache import WeightCache
 
 
 def _dask_modules():
@@ -34,29 +36,26 @@ def _dask_modules():
 def _block_part(x_block, weight, prepared, stride, groups, dilation):
     """Unpadded transposed convolution of one block, in the weight's dtype.
 
-    ``prepared``: the weight transformed for F(3,2) (_prepare's task), or None.
+    ``prepared``: the graph's prepared weight (_prepare's task), or None.
     """
     if x_block.dtype != weight.dtype or not x_block.flags.aligned:
         # Blocks received from other processes may sit unaligned in a network buffer.
         x_block = x_block.astype(weight.dtype)
-    return _conv_transpose1d(x_block, weight, None, stride, 0, 0, groups, dilation, None,
-                             None if prepared is None else (lambda *_: prepared))
+    cache = None if prepared is None else WeightCache.holding(weight, prepared)
+    return conv_transpose1d_cpu(x_block, weight, None, stride, 0, 0, groups, dilation, None,
+                                cache)
 
 
 def _prepare(weight, params):
-    """The graph's weight transformed for F(3,2), once (None if the layer never takes it)."""
+    """The graph's prepared weight, once (None if the layer never takes F(3,2))."""
     return kernels.prepare_winograd_weights(params, weight)
 
 
 def _assemble(parts, spans, bias, shape, dtype):
-    """One output block: the sum of ``parts[i][..., src:src_stop]`` placed at ``dst``."""
+    """One output block: the parts' spans (see convt_blas._overlap) summed, bias added."""
     work = parts[0].dtype if parts else np.dtype(dtype)
-    out = np.zeros(shape, dtype=np.float32 if work == _HALF else work)
-    for part, (src, src_stop, dst) in zip(parts, spans):
-        out[:, :, dst:dst + src_stop - src] += part[:, :, src:src_stop]
-    if bias is not None:
-        out += bias[:, None]
-    return out.astype(dtype, copy=False)
+    out = np.zeros(shape, dtype=np.float32 if work == HALF else work)
+    return finish(add_parts(out, parts, spans), bias, dtype)
 
 
 def _output_bounds(offsets, total, stride, start, stop):
@@ -101,13 +100,30 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         sizes that are not known.
     ImportError
         dask is not installed.
+
+    Examples
+    --------
+    .. doctest::
+       :skipif: dask is None
+
+       >>> import numpy as np, dask.array as da, convt_blas
+       >>> import convt_blas.dask
+       >>> x = np.random.default_rng(0).standard_normal((2, 4, 100)).astype(np.float32)
+       >>> w = np.ones((4, 3, 4), np.float32)
+       >>> y = convt_blas.dask.conv_transpose1d(da.from_array(x, chunks=(1, 4, 30)), w,
+       ...                                      stride=2, padding=1)
+       >>> y.chunks[2]  # input chunk j starts output chunk j, cropped by the padding
+       (59, 60, 60, 21)
+       >>> np.allclose(y.compute(), convt_blas.conv_transpose1d(x, w, stride=2, padding=1),
+       ...             atol=1e-5)
+       True
     """
     da, tokenize, HighLevelGraph = _dask_modules()
     if not isinstance(x, da.Array):
         x = da.asarray(x)
-    x = _native(x)
-    w = _native(_as_array(weight, "weight"))
-    b = None if bias is None else _native(_as_array(bias, "bias"))
+    x = native(x)
+    w = native(as_array(weight, "weight"))
+    b = None if bias is None else native(as_array(bias, "bias"))
     check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
     if any(np.isnan(size) for size in x.shape):
         raise ValueError(f"x has unknown chunk sizes (shape {x.shape}); call "
@@ -118,7 +134,7 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     if x3.numblocks[1] > 1:
         x3 = x3.rechunk({1: -1})
 
-    work = np.dtype(np.float32) if x.dtype == _HALF else x.dtype  # float16 summed in float32
+    work = np.dtype(np.float32) if x.dtype == HALF else x.dtype  # float16 summed in float32
     w = np.array(w, dtype=work, order="C", copy=True)
     b = None if b is None else np.array(b, dtype=work, copy=True)
     s = spec.stride
@@ -139,8 +155,9 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     layer = {weight_key: w, bias_key: b, prepared_key: None}
     unpadded = (1, spec.in_channels, max(lengths), spec.out_channels, spec.kernel_size, s, 0, 0,
                 spec.dilation, spec.groups)
-    # Blocks that take F(3,2) share one transformed weight (as ConvTranspose1d keeps
+    # Blocks that take F(3,2) share one prepared weight (as ConvTranspose1d keeps
     # it): made once per compute if the longest block takes it.
+    _threads.configure_blas()  # whether it does depends on the BLAS found
     if kernels.takes_prepared_weights(unpadded):
         layer[prepared_key] = (_prepare, weight_key, unpadded)
     for bi, n_b in enumerate(x3.chunks[0]):
@@ -151,12 +168,10 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
             lo, hi = bounds[j], bounds[j + 1]
             keys, spans = [], []
             for i, offset, length in blocks:
-                part_lo = offset * s
-                part_hi = part_lo + length * s + overlap
-                if part_lo < hi and part_hi > lo:
-                    first, last = max(lo, part_lo), min(hi, part_hi)
+                span = part_span(offset * s, length * s + overlap, lo, hi)
+                if span:
                     keys.append((part_name, bi, i))
-                    spans.append([first - part_lo, last - part_lo, first - lo])
+                    spans.append(list(span))
             layer[(name, bi, 0, j)] = (_assemble, keys, spans, bias_key,
                                        (n_b, spec.out_channels, hi - lo), x.dtype)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[x3])

@@ -2,23 +2,20 @@
 
 Parameters are read-only NumPy arrays, replaced by assignment; a forward call
 is one call of :func:`convt_blas.conv_transpose1d`, which may reuse the
-weight transformed for Winograd's F(3,2) by an earlier call. Weights load
+prepared weight (or weight rows) an earlier call kept. Weights load
 from torch state dicts, including weight-normalised ones, which are folded
 into a plain weight.
 """
-import functools
 import math
 import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels
-from ._functional import (_as_array, _conv_transpose1d, _single, check_arguments,
-                          conv_transpose1d, output_length)
-
-_MODULE_DTYPES = tuple(np.dtype(t) for t in
-                       (np.float16, np.float32, np.float64, np.complex64, np.complex128))
+from ._functional import conv_transpose1d, conv_transpose1d_cpu
+from ._validation import (SUPPORTED_DTYPES, SUPPORTED_NAMES, as_array, check_parameters,
+                          host_array, output_length, parameters_repr, single)
+from ._weight_cache import WeightCache
 
 # Weight-norm key pairs (magnitude g, direction v), as the two torch APIs store them:
 # torch.nn.utils.weight_norm and torch.nn.utils.parametrizations.weight_norm.
@@ -46,26 +43,6 @@ def _positive(value, name):
     return int(value)
 
 
-def _to_numpy(value, key):
-    """A NumPy view (or copy) of a state-dict entry: ndarray, torch tensor, DLPack, array-like."""
-    if hasattr(value, "detach"):  # torch tensors: drop autograd, move to host memory
-        value = value.detach()
-        device = getattr(getattr(value, "device", None), "type", "cpu")
-        if device == "meta":
-            raise ValueError(f"state_dict entry {key!r} is on the meta device and holds no "
-                             "data: load or materialise the model's weights first")
-        if device != "cpu":
-            try:
-                value = value.cpu()
-            except Exception as exc:  # noqa: BLE001  any device's failure, with the key
-                raise ValueError(f"state_dict entry {key!r}: cannot copy it from its "
-                                 f"{device} device: {exc}") from exc
-    try:
-        return _as_array(value, key)
-    except TypeError as exc:
-        raise TypeError(f"state_dict entry {key!r}: {exc}") from exc
-
-
 def fold_weight_norm(g, v):
     """The weight ``g * v / ||v||`` that a weight-normalised layer computes.
 
@@ -82,7 +59,18 @@ def fold_weight_norm(g, v):
 
     Returns
     -------
-    numpy.ndarray of ``v``'s shape, float64 (complex128 for complex inputs).
+    numpy.ndarray
+        Of ``v``'s shape, float64 (complex128 for complex inputs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convt_blas.nn import fold_weight_norm
+    >>> v = np.array([[[3.0, 4.0]], [[0.0, 2.0]]])  # norms 5 and 2 over axes 1 and 2
+    >>> fold_weight_norm(np.array([[[10.0]], [[1.0]]]), v)
+    array([[[6., 8.]],
+    <BLANKLINE>
+           [[0., 1.]]])
     """
     wide = np.complex128 if np.iscomplexobj(g) or np.iscomplexobj(v) else np.float64
     g, v = np.asarray(g, dtype=wide), np.asarray(v, dtype=wide)
@@ -134,21 +122,34 @@ class ConvTranspose1d:
     convolution's fan-in from the weight's second axis). Complex layers draw the
     real and imaginary parts independently, as torch's ``uniform_`` does.
 
-    Layers that take Winograd's F(3,2) (``kernel_size == 2 * stride``, no
-    dilation, at least 64 channels per group on both sides) keep their
-    weight transformed for it after the first call of 128 or more input
-    positions: twice the weight's memory, which spares later calls the
-    transform and lets inputs from 128 positions on take F(3,2) (512 for
-    :func:`convt_blas.conv_transpose1d`, or 256 for weights of at most 2**21
-    elements per group). From the second call on the plain
-    GEMM path, a layer keeps a copy of the weight laid out as the GEMMs read
-    it fastest (its rows, ``C_in/groups`` long): once the weight's memory,
-    6-16% faster on the benchmark's short deep inputs, and the same bits as
-    the function (GEMMs small enough for OpenBLAS's small-matrix kernels, as
-    in a streaming chunk of a few positions, keep the weight itself). A new
-    weight drops both; ``keep_transformed_weight = False`` turns them off.
-    Results equal the function's within rounding; bitwise where the function
-    takes F(3,2) too, and on the GEMM path.
+    A layer keeps a :term:`weight cache`. Layers that take Winograd's F(3,2)
+    (``kernel_size == 2 * stride``, no dilation, at least 64 channels per
+    group on both sides) keep their :term:`prepared weight` after the first
+    call of 128 or more input positions: twice the weight's memory, which
+    spares later calls the transform and lets inputs from 128 positions on
+    take F(3,2) (512 for :func:`convt_blas.conv_transpose1d`, or 256 for
+    weights of at most 2**21 elements per group). From the second call on
+    the :term:`GEMM path`, a layer keeps its :term:`weight rows` (the weight
+    laid out as the GEMMs read it fastest, ``C_in/groups`` long): once the
+    weight's memory, 6-16% faster on the benchmark's short deep inputs, and
+    the same bits as the function (GEMMs small enough for OpenBLAS's
+    small-matrix kernels, as in a streaming chunk of a few positions, keep
+    the weight itself). A new weight drops both; ``keep_weight_cache =
+    False`` turns them off. Results equal the function's within rounding;
+    bitwise where the function takes F(3,2) too, and on the GEMM path.
+    Calls from several threads are safe: each reads weight and bias as one
+    pair, and the cache is keyed by the weight array.
+
+    Examples
+    --------
+    >>> import numpy as np, convt_blas
+    >>> up = convt_blas.ConvTranspose1d(16, 8, kernel_size=4, stride=2, padding=1, rng=0)
+    >>> up
+    ConvTranspose1d(16, 8, kernel_size=(4,), stride=(2,), padding=(1,))
+    >>> up(np.zeros((3, 16, 50), np.float32)).shape
+    (3, 8, 100)
+    >>> up.weight.shape, up.bias.shape
+    ((16, 8, 4), (8,))
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -166,41 +167,44 @@ class ConvTranspose1d:
         if self.out_channels % self.groups:
             raise ValueError(f"out_channels must be divisible by groups, got "
                              f"out_channels={out_channels}, groups={groups}")
-        self.kernel_size = (_positive(_single(kernel_size, "kernel_size"), "kernel_size"),)
-        self.stride = (_single(stride, "stride"),)
-        self.padding = (_single(padding, "padding"),)
-        self.output_padding = (_single(output_padding, "output_padding"),)
-        self.dilation = (_single(dilation, "dilation"),)
+        self.kernel_size = (_positive(single(kernel_size, "kernel_size"), "kernel_size"),)
+        self.stride = (single(stride, "stride"),)
+        self.padding = (single(padding, "padding"),)
+        self.output_padding = (single(output_padding, "output_padding"),)
+        self.dilation = (single(dilation, "dilation"),)
         self.padding_mode = padding_mode
         self.dtype = np.dtype(dtype)
-        if self.dtype not in _MODULE_DTYPES:
-            raise TypeError(f"dtype {self.dtype} is not supported; use float16, float32, "
-                            "float64, complex64 or complex128")
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"dtype {self.dtype} is not supported; use {SUPPORTED_NAMES}")
         # The functional's own range checks (stride, padding, output_padding,
-        # dilation) and messages, on an empty batch long enough for any padding.
-        probe_length = 2 * max(self.padding[0], 0) + 1
-        check_arguments((0, self.in_channels, probe_length), self.weight_shape, None,
-                        self.stride, self.padding, self.output_padding, self.groups,
-                        self.dilation)
+        # dilation) and messages.
+        check_parameters(self.weight_shape, None, self.stride, self.padding,
+                         self.output_padding, self.groups, self.dilation)
         # (weight, bias), replaced as one: a call reads both from one assignment.
         self._params = (np.empty(self.weight_shape, self.dtype),
                         np.empty(self.out_channels, self.dtype) if bias else None)
-        # (weight, its F(3,2) transform) from the last call that used one, and
-        # (weight, its rows) from the last call on the GEMM path.
-        self._transformed = None
-        self._weight_rows = None
-        self._keep_transformed = True
+        # The weight's prepared weight and rows, kept by calls (see Notes).
+        self._weight_cache = WeightCache()
         self.reset_parameters(rng)
 
     # -- parameters -------------------------------------------------------------------
 
     @property
     def weight_shape(self):
-        """``(in_channels, out_channels // groups, kernel_size)``."""
+        """``(in_channels, out_channels // groups, kernel_size)``: the weight's shape.
+
+        Examples
+        --------
+        >>> import convt_blas
+        >>> convt_blas.ConvTranspose1d(16, 8, 4, groups=2).weight_shape
+        (16, 4, 4)
+        """
         return (self.in_channels, self.out_channels // self.groups, self.kernel_size[0])
 
     @property
     def weight(self):
+        """The weight, ``(in_channels, out_channels // groups, kernel_size)``, read-only;
+        assigning an array copies it in the layer's dtype."""
         return self._params[0]
 
     @weight.setter
@@ -209,34 +213,36 @@ class ConvTranspose1d:
                          self._params[1])
 
     @property
-    def keep_transformed_weight(self):
-        """Whether calls keep the weight transformed for F(3,2), or as rows for the GEMM
-        path (default True; see Notes).
+    def keep_weight_cache(self):
+        """Whether calls keep the :term:`prepared weight` and the :term:`weight rows`
+        (default True; see Notes).
 
         False drops them and makes every call the function's, for layers whose
         weight should not take its memory again.
+
+        Examples
+        --------
+        >>> import convt_blas
+        >>> layer = convt_blas.ConvTranspose1d(64, 64, 8, stride=4)
+        >>> layer.keep_weight_cache = False  # every call is conv_transpose1d's
         """
-        return self._keep_transformed
+        return self._weight_cache.keep
 
-    @keep_transformed_weight.setter
-    def keep_transformed_weight(self, value):
+    @keep_weight_cache.setter
+    def keep_weight_cache(self, value):
         if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"keep_transformed_weight takes True or False, "
+            raise TypeError(f"keep_weight_cache takes True or False, "
                             f"not {type(value).__name__}")
-        self._keep_transformed = bool(value)
-        if not value:
-            self._drop_kept_weights()
-
-    def __getstate__(self):
-        # The transform is remade on demand; a pickle need not carry twice the weight.
-        state = self.__dict__.copy()
-        state["_transformed"] = None
-        state["_weight_rows"] = None
-        return state
+        self._weight_cache.keep = value
 
     def __setstate__(self, state):
         if "_params" not in state:  # pickled before weight and bias were one pair
             state["_params"] = (state.pop("_weight"), state.pop("_bias"))
+        if "_weight_cache" not in state:  # pickled before the cache was an object
+            state["_weight_cache"] = WeightCache()
+            state["_weight_cache"].keep = state.pop("_keep_transformed", True)
+            state.pop("_transformed", None)
+            state.pop("_weight_rows", None)
         self.__dict__.update(state)
         for arr in self._params:  # unpickled arrays come back writeable
             if arr is not None:
@@ -246,15 +252,12 @@ class ConvTranspose1d:
         changed = weight is not self._params[0]
         self._params = (weight, bias)
         if changed:
-            self._drop_kept_weights()  # frees them now; calls match them by the weight anyway
-
-    def _drop_kept_weights(self):
-        """Forget the weight's F(3,2) transform and rows (see Notes)."""
-        self._transformed = None
-        self._weight_rows = None
+            self._weight_cache.clear()  # frees it now; calls match it by the weight anyway
 
     @property
     def bias(self):
+        """The bias, ``(out_channels,)``, read-only, or None for a layer built with
+        ``bias=False``; assigning an array copies it in the layer's dtype."""
         return self._params[1]
 
     @bias.setter
@@ -273,10 +276,10 @@ class ConvTranspose1d:
         Raises ValueError for a wrong shape and TypeError for a dtype that does not
         convert losslessly (``numpy.can_cast(..., 'safe')``), naming ``key``.
         """
-        arr = _to_numpy(value, key)
+        arr = host_array(value, key)
         if not np.can_cast(arr.dtype, self.dtype, "safe"):
             hint = (f" (build it with dtype={arr.dtype} to keep that precision)"
-                    if arr.dtype in _MODULE_DTYPES else "")
+                    if arr.dtype in SUPPORTED_DTYPES else "")
             raise TypeError(f"dtype mismatch for {key}: got {arr.dtype}, "
                             f"the layer holds {self.dtype}{hint}")
         if arr.shape != tuple(shape):
@@ -286,11 +289,33 @@ class ConvTranspose1d:
 
     @property
     def fan_in(self):
-        """``(out_channels / groups) * kernel_size``: torch's fan-in of a transposed conv weight."""
+        """``(out_channels / groups) * kernel_size``: torch's fan-in of a transposed conv weight.
+
+        Examples
+        --------
+        >>> import convt_blas
+        >>> convt_blas.ConvTranspose1d(16, 8, 4).fan_in
+        32
+        """
         return self.weight_shape[1] * self.weight_shape[2]
 
     def reset_parameters(self, rng=None):
-        """Redraw weight and bias from torch's default distribution (see class Notes)."""
+        """Redraw weight and bias from torch's default distribution (see class Notes).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator or int, optional
+            Source (or seed) of the new values.
+
+        Examples
+        --------
+        >>> import numpy as np, convt_blas
+        >>> a, b = convt_blas.ConvTranspose1d(4, 2, 3), convt_blas.ConvTranspose1d(4, 2, 3)
+        >>> a.reset_parameters(rng=7)
+        >>> b.reset_parameters(rng=7)
+        >>> np.array_equal(a.weight, b.weight)
+        True
+        """
         rng = np.random.default_rng(rng)
         bound = 1.0 / math.sqrt(self.fan_in)
 
@@ -309,7 +334,20 @@ class ConvTranspose1d:
     # -- state dicts ------------------------------------------------------------------
 
     def state_dict(self):
-        """``{'weight': ..., 'bias': ...}`` (no ``'bias'`` without bias): the arrays themselves."""
+        """The parameters under torch's key names.
+
+        Returns
+        -------
+        dict
+            ``{'weight': ..., 'bias': ...}`` (no ``'bias'`` without bias): the
+            read-only arrays themselves, not copies.
+
+        Examples
+        --------
+        >>> import convt_blas
+        >>> sorted(convt_blas.ConvTranspose1d(4, 2, 3).state_dict())
+        ['bias', 'weight']
+        """
         weight, bias = self._params
         state = {"weight": weight}
         if bias is not None:
@@ -326,7 +364,7 @@ class ConvTranspose1d:
             DLPack producer / array-like. The weight is read from ``'weight'``, or
             folded from ``'weight_g'``/``'weight_v'`` or
             ``'parametrizations.weight.original0'``/``'...original1'`` (weight norm,
-            as :func:`fold_weight_norm`); the bias from ``'bias'``.
+            as :func:`convt_blas.nn.fold_weight_norm`); the bias from ``'bias'``.
         strict : bool
             Raise on missing or unexpected keys (torch's default). Otherwise ignore
             them and load what is there.
@@ -345,6 +383,16 @@ class ConvTranspose1d:
             A dtype that does not convert losslessly to the layer's dtype.
 
         Nothing is changed unless every entry is valid.
+
+        Examples
+        --------
+        >>> import numpy as np, convt_blas
+        >>> layer = convt_blas.ConvTranspose1d(4, 2, 3)
+        >>> state = {"weight": np.ones((4, 2, 3), np.float32), "bias": np.zeros(2, np.float32)}
+        >>> layer.load_state_dict(state)
+        IncompatibleKeys(missing_keys=[], unexpected_keys=[])
+        >>> float(layer.weight.sum())
+        24.0
         """
         keys = set(state_dict)
         sources = [("weight",)] + list(_WEIGHT_NORM_KEYS)
@@ -364,7 +412,7 @@ class ConvTranspose1d:
             if absent:
                 missing.extend(absent)
             else:
-                g = _to_numpy(state_dict[g_key], g_key)
+                g = host_array(state_dict[g_key], g_key)
                 v = self._checked_parameter(v_key, state_dict[v_key], self.weight_shape)
                 self._checked_parameter(g_key, g, g.shape)  # dtype check, key named
                 try:
@@ -397,6 +445,16 @@ class ConvTranspose1d:
 
         Weight-normalised modules (either torch API) are folded into a plain weight.
         The dtype follows the module's (float16/32/64, complex64/128).
+
+        Examples
+        --------
+        .. doctest::
+           :skipif: torch is None
+
+           >>> import torch, convt_blas
+           >>> module = torch.nn.ConvTranspose1d(16, 8, 4, stride=2, padding=1)
+           >>> convt_blas.ConvTranspose1d.from_torch(module)
+           ConvTranspose1d(16, 8, kernel_size=(4,), stride=(2,), padding=(1,))
         """
         missing = [a for a in ("in_channels", "out_channels", "kernel_size", "stride",
                                "padding", "output_padding", "groups", "dilation", "state_dict")
@@ -405,7 +463,7 @@ class ConvTranspose1d:
                 or not getattr(module, "transposed", True)):
             raise TypeError(f"expected a torch.nn.ConvTranspose1d, got {type(module).__name__}")
         state = module.state_dict()
-        dtype = _to_numpy(module.weight, "weight").dtype  # a view: no copy
+        dtype = host_array(module.weight, "weight").dtype  # a view: no copy
         layer = cls(module.in_channels, module.out_channels, module.kernel_size,
                     module.stride, module.padding, module.output_padding, module.groups,
                     getattr(module, "bias", None) is not None, module.dilation,
@@ -461,6 +519,21 @@ class ConvTranspose1d:
         -------
         numpy.ndarray, shape (N, out_channels, L_out) or (out_channels, L_out)
             A CuPy array on the input's device when ``input`` is a CuPy array.
+
+        Examples
+        --------
+        >>> import numpy as np, convt_blas
+        >>> up = convt_blas.ConvTranspose1d(4, 2, kernel_size=3, stride=2, rng=0)
+        >>> x = np.ones((4, 10), np.float32)  # unbatched (C_in, L_in)
+        >>> up(x).shape, up(x, output_size=[22]).shape
+        ((2, 21), (2, 22))
+
+        Lists and float64 arrays are not converted to the layer's dtype:
+
+        >>> up([[0.5] * 10] * 4)
+        Traceback (most recent call last):
+        ...
+        TypeError: input dtype float64 and weight dtype float32 must be the same; convert...
         """
         weight, bias = self._params  # one pair, whatever another thread loads meanwhile
         if type(input).__module__.startswith("cupy"):
@@ -475,67 +548,14 @@ class ConvTranspose1d:
             output_padding = self._output_padding_for(x, output_size)
             return conv_transpose1d(x, weight, bias, self.stride, self.padding,
                                     output_padding, self.groups, self.dilation, out=out)
-        x = _as_array(input, "input")
+        x = as_array(input, "input")
         output_padding = self._output_padding_for(x, output_size)
-        transformed = rows = None
-        if self._keep_transformed:
-            transformed = functools.partial(self._transformed_weight, weight)
-            rows = functools.partial(self._rows_of_weight, weight)
-        return _conv_transpose1d(x, weight, bias, self.stride, self.padding, output_padding,
-                                 self.groups, self.dilation, out, transformed, rows)
-
-    def _transformed_weight(self, weight, params, kernel_weight, n_threads):
-        """``weight`` transformed for F(3,2) (``kernel_weight``: as the kernels read it), kept.
-
-        Keyed by the weight array, which is read-only: a call racing an
-        assignment of a new weight keeps the old one's transform under the
-        old key, which the next call does not match.
-        """
-        held = self._transformed
-        if held is not None and held[0] is weight:
-            return held[1]
-        transformed = kernels.prepare_winograd_weights(params, kernel_weight, n_threads,
-                                                       winograd=True)
-        if self._keep_transformed:
-            self._transformed = (weight, transformed)
-        return transformed
-
-    def _rows_of_weight(self, weight, params, kernel_weight, n_threads):
-        """``weight`` laid out as the GEMM path reads it fastest (kernels.transpose_weights),
-        kept, keyed as _transformed_weight's; None on the weight's first GEMM-path call.
-
-        Laying out a weight costs up to half a call on short inputs (DAC's first
-        layer: 23 ms against 48), so a layer invests in it only once it is
-        called again with the same weight: a layer called once never pays it,
-        and results are the same bits with or without it.
-        """
-        held = self._weight_rows
-        if held is not None and held[0] is weight and held[1] is not None:
-            return held[1]
-        if held is None or held[0] is not weight:  # its first GEMM-path call
-            if self._keep_transformed:
-                self._weight_rows = (weight, None)
-            return None
-        rows = kernels.transpose_weights(params, kernel_weight, n_threads)
-        if self._keep_transformed:
-            self._weight_rows = (weight, rows)
-        return rows
+        cache = self._weight_cache
+        return conv_transpose1d_cpu(x, weight, bias, self.stride, self.padding, output_padding,
+                                    self.groups, self.dilation, out,
+                                    cache if cache.keep else None)
 
     forward = __call__
 
     def __repr__(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0,):
-            s += f", padding={self.padding}"
-        if self.dilation != (1,):
-            s += f", dilation={self.dilation}"
-        if self.output_padding != (0,):
-            s += f", output_padding={self.output_padding}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.dtype != np.float32:
-            s += f", dtype={self.dtype}"
-        return f"{type(self).__name__}({s})"
+        return parameters_repr(self, self.bias is not None)

@@ -18,10 +18,11 @@ import threading
 
 import numpy as np
 
-from . import kernels
-from ._functional import (_HALF, _as_array, _conv_transpose1d, _native, _single,
-                          check_arguments, check_dtypes)
-from .nn import _to_numpy
+from ._functional import conv_transpose1d_cpu
+from ._overlap import add_parts, finish, part_span
+from ._validation import (HALF, as_array, astype_hint, check_arguments, check_dtypes,
+                          check_parameters, host_array, native, parameters_repr)
+from ._weight_cache import WeightCache
 
 
 class ConvTranspose1dStream:
@@ -33,7 +34,7 @@ class ConvTranspose1dStream:
     overlap tail, at most ``max(dilation*(K - 1) + 1 - stride,
     padding - output_padding, 0)`` samples per output channel (the first term
     unless padding exceeds the overlap). Layers that qualify for Winograd's
-    F(3,2) keep the weight transformed for it, as ``ConvTranspose1d`` does,
+    F(3,2) keep their :term:`prepared weight`, as ``ConvTranspose1d`` does,
     from the first chunk of 128 or more samples on (twice the weight's
     memory): such chunks take F(3,2). A stream holds one signal: a call
     while another thread is inside one raises RuntimeError. An error leaves
@@ -58,24 +59,22 @@ class ConvTranspose1dStream:
     >>> y = np.concatenate(parts, axis=-1)
     >>> y.shape, np.allclose(y, convt_blas.conv_transpose1d(x, w, stride=8, padding=4), atol=1e-5)
     ((1, 3, 80), True)
+    >>> stream
+    ConvTranspose1dStream(4, 3, kernel_size=16, stride=8, padding=4, bias=False)
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                  dilation=1):
-        w = _native(_as_array(weight, "weight"))
-        b = None if bias is None else _native(_as_array(bias, "bias"))
+        w = native(as_array(weight, "weight"))
+        b = None if bias is None else native(as_array(bias, "bias"))
         check_dtypes(w.dtype, w.dtype, None if b is None else b.dtype)
-        padding = _single(padding, "padding")
-        # A signal of 2*padding + 1 samples always has a positive output length,
-        # so this checks the parameters alone.
-        spec = check_arguments((1, w.shape[0] if w.ndim else 0, 2 * max(padding, 0) + 1),
-                               w.shape, None if b is None else b.shape, stride, padding,
-                               output_padding, groups, dilation)
+        spec = check_parameters(w.shape, None if b is None else b.shape, stride, padding,
+                                output_padding, groups, dilation)
         self.dtype = w.dtype
         # float16 partial sums would round at every overlap; keep them in float32.
-        work = np.float32 if w.dtype == _HALF else w.dtype
+        work = np.float32 if w.dtype == HALF else w.dtype
         self._weight = np.array(w, dtype=work, order="C", copy=True)
-        self._bias = None if b is None else np.array(b, dtype=work, copy=True)[:, None]
+        self._bias = None if b is None else np.array(b, dtype=work, copy=True)
         self.in_channels = spec.in_channels
         self.out_channels = spec.out_channels
         self.kernel_size = spec.kernel_size
@@ -88,7 +87,9 @@ class ConvTranspose1dStream:
         # The output ends at T*stride + end_offset after T input samples.
         self._end_offset = self.overlap - spec.padding + spec.output_padding
         self._checked_shape = None  # last chunk shape found valid, length aside
-        self._transformed = None  # the weight transformed for F(3,2), once a chunk takes it
+        # The prepared weight, once a chunk takes F(3,2); chunks of a few positions, the
+        # stream's usual ones, gain little from weight rows.
+        self._weight_cache = WeightCache(keeps_rows=False)
         self._busy = threading.Lock()  # held by the thread inside push or flush
         self.reset()
 
@@ -101,10 +102,17 @@ class ConvTranspose1dStream:
         (``convt_blas.ConvTranspose1d`` or ``torch.nn.ConvTranspose1d``); the
         parameters are copied, so later changes to the module do not reach the
         stream.
+
+        Examples
+        --------
+        >>> import convt_blas
+        >>> layer = convt_blas.ConvTranspose1d(16, 8, 16, stride=8, padding=4)
+        >>> convt_blas.ConvTranspose1dStream.from_module(layer)
+        ConvTranspose1dStream(16, 8, kernel_size=16, stride=8, padding=4)
         """
         bias = getattr(module, "bias", None)
-        return cls(_to_numpy(module.weight, "weight"),
-                   None if bias is None else _to_numpy(bias, "bias"),
+        return cls(host_array(module.weight, "weight"),
+                   None if bias is None else host_array(bias, "bias"),
                    stride=module.stride, padding=module.padding,
                    output_padding=module.output_padding, groups=module.groups,
                    dilation=module.dilation)
@@ -115,8 +123,16 @@ class ConvTranspose1dStream:
         return state
 
     def __setstate__(self, state):
+        if "_weight_cache" not in state:  # pickled before the cache: a bias of shape (C_out, 1)
+            state.pop("_transformed", None)
+            state["_weight_cache"] = WeightCache(keeps_rows=False)
+            if state["_bias"] is not None:
+                state["_bias"] = state["_bias"][:, 0]
         self.__dict__.update(state)
         self._busy = threading.Lock()
+
+    def __repr__(self):
+        return parameters_repr(self, self._bias is not None)
 
     def reset(self):
         """Forget the current signal; the next :meth:`push` starts a new one."""
@@ -138,11 +154,11 @@ class ConvTranspose1dStream:
 
     def _check_chunk(self, chunk):
         """The chunk as (N, C_in, l) in the working dtype; raises before any state changes."""
-        x = _as_array(chunk, "chunk")
+        x = as_array(chunk, "chunk")
         dtype = x.dtype.newbyteorder("=") if x.dtype.kind in "fc" else x.dtype
-        if dtype != self.dtype:
-            raise ValueError(f"chunk has dtype {x.dtype}, but the stream's weight has dtype "
-                             f"{self.dtype}")
+        if dtype != self.dtype:  # a TypeError, as conv_transpose1d raises for it
+            raise TypeError(f"chunk has dtype {x.dtype}, but the stream's weight has dtype "
+                            f"{self.dtype}{astype_hint('chunk', self.dtype)}")
         if x.ndim not in (2, 3):
             raise ValueError(f"expected a chunk of shape (N, C_in, l) or (C_in, l), got shape "
                              f"{x.shape}")
@@ -176,11 +192,8 @@ class ConvTranspose1dStream:
         out = np.zeros((n, c, count), dtype=buffer.dtype)
         have = min(count, buffer.shape[-1])
         out[:, :, :have] = buffer[:, :, :have]
-        if self._bias is not None:
-            out += self._bias
+        out = finish(out, self._bias, self.dtype)
         tail = buffer[:, :, count:].copy() if buffer.shape[-1] > count else None
-        if self.dtype == _HALF:
-            out = out.astype(_HALF)
         return (out if batched else out[0]), tail
 
     def push(self, chunk):
@@ -214,8 +227,8 @@ class ConvTranspose1dStream:
                 self._batch, self._batched = x3.shape[0], batched
                 return np.zeros((x3.shape[0], self.out_channels, 0)[0 if batched else 1:],
                                 dtype=self.dtype)
-            part = _conv_transpose1d(x3, self._weight, None, self.stride, 0, 0, self.groups,
-                                     self.dilation, None, self._transformed_weight)
+            part = conv_transpose1d_cpu(x3, self._weight, None, self.stride, 0, 0, self.groups,
+                                        self.dilation, None, self._weight_cache)
             start = self._in_length * self.stride  # full position of part[..., 0]
             buffer = self._overlap_add(part, start)
             in_length = self._in_length + length
@@ -237,13 +250,6 @@ class ConvTranspose1dStream:
         finally:
             self._busy.release()
 
-    def _transformed_weight(self, params, weight, n_threads):
-        """The stream's weight (a private copy, never written) transformed for F(3,2), kept."""
-        if self._transformed is None:
-            self._transformed = kernels.prepare_winograd_weights(params, weight, n_threads,
-                                                                 winograd=True)
-        return self._transformed
-
     def _overlap_add(self, part, start):
         """Tail plus ``part`` (at full position ``start``), as a buffer starting at _next."""
         tail_len = self.buffered
@@ -258,11 +264,8 @@ class ConvTranspose1dStream:
         buffer = np.zeros(part.shape[:2] + (max(stop - self._next, 0),), dtype=part.dtype)
         if tail_len:
             buffer[:, :, :tail_len] = self._tail
-        skip = max(self._next - start, 0)
-        if skip < part.shape[-1]:
-            offset = start + skip - self._next
-            buffer[:, :, offset:offset + part.shape[-1] - skip] += part[:, :, skip:]
-        return buffer
+        span = part_span(start, part.shape[-1], self._next, stop)
+        return add_parts(buffer, [part], [span]) if span else buffer
 
     def flush(self):
         """End the signal: return the remaining output samples and reset.

@@ -25,11 +25,6 @@ root_doc = "index"
 default_role = "literal"
 # Every cross-reference must resolve (with -W, a broken one fails the build).
 nitpicky = True
-nitpick_ignore = [
-    # ConvTranspose1d.load_state_dict's docstring names fold_weight_norm without
-    # its module (convt_blas.nn); drop this once it says convt_blas.nn.fold_weight_norm.
-    ("py:func", "fold_weight_norm"),
-]
 
 # API reference: the pages list what they document themselves, so autosummary
 # writes no stub files into the source tree.

@@ -8,9 +8,9 @@
 """
 import os
 
-from ._functional import conv_transpose1d, get_winograd, output_length, set_winograd
-from ._capi import _C_API  # the C API's function table, see convt_blas.h
+from ._functional import conv_transpose1d, get_winograd, set_winograd
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
+from ._validation import output_length
 from .nn import ConvTranspose1d
 from .stream import ConvTranspose1dStream
 
@@ -30,9 +30,35 @@ __all__ = [
 
 
 def get_include():
-    """Directory holding ``convt_blas.h`` (for C and Cython code built against convt_blas)."""
+    """Directory holding ``convt_blas.h``, for C and Cython code built against convt_blas.
+
+    The C and Cython API page (:doc:`c_api`) shows a ``setup.py`` using it.
+
+    Returns
+    -------
+    str
+        The ``include`` directory shipped in the package (or the source checkout's).
+
+    Examples
+    --------
+    >>> import os, convt_blas
+    >>> os.path.isfile(os.path.join(convt_blas.get_include(), "convt_blas.h"))
+    True
+    """
     here = os.path.dirname(os.path.abspath(__file__))
     installed = os.path.join(here, "include")
     if os.path.isfile(os.path.join(installed, "convt_blas.h")):
         return installed
     return os.path.join(os.path.dirname(here), "include")  # source checkout
+
+
+def __getattr__(name):
+    # The C API's function table (see convt_blas.h), fetched by import_convt_blas():
+    # C callers plan as Python calls do once the BLAS is configured, which is
+    # their first need of it.
+    if name == "_C_API":
+        from . import _capi, _threads
+
+        _threads.configure_blas()
+        return _capi._C_API
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,8 +4,12 @@ A call runs its work units in an OpenMP ``prange`` with BLAS held to one
 thread inside: nested BLAS threads would oversubscribe the cores, and a
 threaded GEMM rounds differently, which would make results depend on the
 thread count.
+
+Nothing is looked up at import: the OpenBLAS behind SciPy is found, and the
+planner told what it runs, by :func:`configure_blas` on a call's first need.
 """
 import ctypes
+import functools
 import glob
 import mmap
 import numbers
@@ -21,7 +25,19 @@ _serial_after_fork = False
 
 
 def openmp_enabled():
-    """Whether the kernels were compiled with OpenMP (else they run serially)."""
+    """Whether the kernels were compiled with OpenMP (else they run serially).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import convt_blas
+    >>> most = convt_blas.get_num_threads() if convt_blas.openmp_enabled() else 1
+    >>> most >= 1
+    True
+    """
     return kernels.openmp_enabled()
 
 
@@ -31,6 +47,20 @@ def set_num_threads(n):
     The default is OpenMP's limit for the calling thread: ``OMP_NUM_THREADS``
     when set, else the available cores, and it follows threadpoolctl's
     ``threadpool_limits(..., user_api="openmp")``. An explicit ``n`` overrides it.
+    Results are the same bits for any thread count.
+
+    Parameters
+    ----------
+    n : int or None
+        From 1 to ``CONVT_BLAS_MAX_THREADS`` (256).
+
+    Examples
+    --------
+    >>> import convt_blas
+    >>> convt_blas.set_num_threads(2)
+    >>> convt_blas.get_num_threads() in (1, 2)  # 1 without OpenMP
+    True
+    >>> convt_blas.set_num_threads(None)  # OpenMP's default again
     """
     global _requested_threads
     if n is None:
@@ -48,8 +78,18 @@ def set_num_threads(n):
 def get_num_threads():
     """Threads a call will use at most.
 
-    1 when built without OpenMP, and in a process forked from one whose
-    kernels run on GNU OpenMP (whatever ``set_num_threads`` asked for).
+    Returns
+    -------
+    int
+        What :func:`set_num_threads` set, else OpenMP's limit; 1 when built
+        without OpenMP, and in a process forked from one whose kernels run on
+        GNU OpenMP (whatever ``set_num_threads`` asked for).
+
+    Examples
+    --------
+    >>> import convt_blas
+    >>> convt_blas.get_num_threads() >= 1
+    True
     """
     if not kernels.openmp_enabled() or _serial_after_fork:
         return 1
@@ -197,16 +237,22 @@ class _WorkerPool:
     the first to enter saves and lowers it, the last to leave restores it.
     """
 
-    def __init__(self, controls):
+    def __init__(self):
         self._lock = threading.Lock()
         self._depth = 0  # calls inside
         self._active = 0  # their workers
         self._buffers = 0  # GEMM buffers known to be mapped
-        self._slots = _blas_buffer_slots(controls)
         self._saved = 1
-        self._controls = controls
+        self._controls = None  # set by bind(), before the first call enters
+        self._slots = _blas_buffer_slots(None)
         self._stack_bytes = _thread_stack_bytes()
         self._started = threading.local()  # .threads: OpenMP threads this thread's pool holds
+
+    def bind(self, controls):
+        """Use the OpenBLAS ``controls`` (see _find_openblas_controls), or None."""
+        self._controls = controls
+        self._slots = _blas_buffer_slots(controls)
+        self._stack_bytes = _thread_stack_bytes()
 
     def enter(self, workers=1):
         """Secure ``workers`` workers for a call; returns how many it may run
@@ -215,6 +261,7 @@ class _WorkerPool:
         Raises MemoryError, leaving nothing changed, when the address space
         for missing buffers or threads is not there.
         """
+        configure_blas()
         with self._lock:
             workers = max(1, min(workers, self._slots - self._active))
             self._secure(workers)
@@ -279,13 +326,40 @@ class _WorkerPool:
         self._started = threading.local()  # the parent's OpenMP threads are gone
 
 
-# Looked up once at import so that no call pays for it.
-_openblas = _find_openblas_controls()
-worker_pool = _WorkerPool(_openblas)
-# The kernel's plan cuts inputs of a few positions into GEMMs small enough for
-# those kernels only where BLAS has them.
-kernels.set_blas_small_matrix_kernels(_blas_has_small_matrix_kernels(_openblas))
-_GNU_OPENMP = kernels.openmp_enabled() and _gnu_openmp_runtime()
+worker_pool = _WorkerPool()
+_openblas = None  # the controls configure_blas found
+_configured = False
+_configure_lock = threading.Lock()
+
+
+def configure_blas():
+    """Find the OpenBLAS behind SciPy and tell the planner what it runs: once, on the
+    first call's need (its planning), so that importing convt_blas changes nothing."""
+    global _openblas, _configured
+    if _configured:
+        return
+    with _configure_lock:
+        if _configured:
+            return
+        controls = _find_openblas_controls()
+        worker_pool.bind(controls)
+        # The kernel's plan cuts inputs of a few positions into GEMMs small enough
+        # for those kernels only where BLAS has them.
+        kernels.set_blas_small_matrix_kernels(_blas_has_small_matrix_kernels(controls))
+        _openblas = controls
+        _configured = True
+
+
+def blas_controls():
+    """The OpenBLAS controls (see _find_openblas_controls) calls use, or None."""
+    configure_blas()
+    return _openblas
+
+
+@functools.lru_cache(maxsize=None)
+def gnu_openmp():
+    """Whether the kernels run on GNU OpenMP (libgomp)."""
+    return kernels.openmp_enabled() and _gnu_openmp_runtime()
 
 
 def _after_fork_in_child():
@@ -293,12 +367,12 @@ def _after_fork_in_child():
     # gone in a forked child, so the child's first parallel region waits on
     # them forever. The serial path of the kernels never enters the runtime.
     global _serial_after_fork
-    _serial_after_fork = _GNU_OPENMP
+    _serial_after_fork = gnu_openmp()  # known: the parent asked before forking
     worker_pool.reset_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=gnu_openmp, after_in_child=_after_fork_in_child)
 
 
 # Below this much arithmetic per thread, waking threads costs more than it saves.

@@ -13,7 +13,7 @@ import pytest
 
 import convt_blas
 from convt_blas import _threads
-from convt_blas._functional import check_arguments
+from convt_blas._validation import check_arguments
 from conftest import assert_close, make_case
 from reference import conv_transpose1d_reference
 
@@ -299,7 +299,7 @@ def test_forked_workers_after_parallel_use(rng, default_threads):
         pool.terminate()
         pool.join()
     # A child of a GNU OpenMP process must stay out of the OpenMP runtime.
-    child_threads = 2 if convt_blas.openmp_enabled() and not _threads._GNU_OPENMP else 1
+    child_threads = 2 if convt_blas.openmp_enabled() and not _threads.gnu_openmp() else 1
     for (threads, y), y_parent in zip(results, expected):
         np.testing.assert_array_equal(y, y_parent)
         assert threads == child_threads

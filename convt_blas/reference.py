@@ -10,6 +10,34 @@ import numpy as np
 
 def conv_transpose1d_reference(x, w, bias=None, stride=1, padding=0, output_padding=0,
                                groups=1, dilation=1):
+    """conv_transpose1d from its definition, in float64 (complex128), to check others against.
+
+    Slow (a Python loop over batch, input channels and taps) and unchecked:
+    arguments are plain ints, valid for :func:`convt_blas.conv_transpose1d`.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, L_in) or (C_in, L_in)
+    w : array_like, shape (C_in, C_out / groups, K)
+    bias : array_like, shape (C_out,), optional
+    stride, padding, output_padding, groups, dilation : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, C_out, L_out) or (C_out, L_out)
+        float64, or complex128 when an operand is complex.
+
+    Examples
+    --------
+    >>> import numpy as np, convt_blas
+    >>> from convt_blas.reference import conv_transpose1d_reference
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 4, 30)), rng.standard_normal((4, 3, 5))
+    >>> expected = conv_transpose1d_reference(x, w, stride=2, padding=1)
+    >>> expected.dtype, np.allclose(convt_blas.conv_transpose1d(x, w, stride=2, padding=1),
+    ...                             expected)
+    (dtype('float64'), True)
+    """
     x = np.asarray(x)
     w = np.asarray(w)
     unbatched = x.ndim == 2

@@ -12,6 +12,7 @@ import tempfile
 import warnings
 
 import numpy
+from Cython import Tempita
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
@@ -55,7 +56,26 @@ def openmp_flags():
     return flags, flags
 
 
+def render_templates():
+    """pyx/NAME.tp -> pyx/NAME (Tempita), rewritten only when the text changes, so
+    that cythonize rebuilds only what a template change reaches."""
+    pyx = os.path.join(HERE, "pyx")
+    for name in sorted(os.listdir(pyx)):
+        if not name.endswith(".tp"):
+            continue
+        with open(os.path.join(pyx, name)) as f:
+            text = Tempita.sub(f.read())
+        target = os.path.join(pyx, name[:-3])
+        if os.path.exists(target):
+            with open(target) as f:
+                if f.read() == text:
+                    continue
+        with open(target, "w") as f:
+            f.write(text)
+
+
 def extensions():
+    render_templates()
     compile_args, link_args = openmp_flags()
     compile_args = ["-O3", *compile_args]
     if os.environ.get("CONVT_BLAS_SANITIZE"):
@@ -63,14 +83,14 @@ def extensions():
         compile_args += sanitize
         link_args = [*link_args, "-fsanitize=address,undefined"]
     common = dict(
-        include_dirs=[numpy.get_include(), os.path.join("include")],
+        include_dirs=[numpy.get_include(), "include", "pyx"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
     modules = [
         Extension("convt_blas.kernels", ["pyx/kernels.pyx"],
-                  depends=["include/convt_blas_simd.h"], **common),
+                  depends=["pyx/convt_blas_simd.h"], **common),
         Extension("convt_blas._capi", ["pyx/capi.pyx"], **common),  # the C API's capsule
     ]
     return cythonize(

@@ -5,8 +5,9 @@ thread inside: nested BLAS threads would oversubscribe the cores, and a
 threaded GEMM rounds differently, which would make results depend on the
 thread count.
 
-Nothing is looked up at import: the OpenBLAS behind SciPy is found, and the
-planner told what it runs, by :func:`configure_blas` on a call's first need.
+Nothing is looked up at import: the OpenBLAS behind SciPy, whose thread count
+calls hold at one, is found by :func:`configure_blas` on a call's first need.
+(The kernels ask it which GEMM kernels it runs themselves, as they load.)
 """
 import ctypes
 import functools
@@ -146,18 +147,6 @@ def _find_openblas_controls():
                     alloc = free = None
                 return get, put, corename, config, alloc, free
     return None
-
-
-# OpenBLAS cores whose sgemm/dgemm take GEMMs of at most 10^6 multiply-adds
-# through small-matrix kernels that do not pack their operands.
-_SMALL_MATRIX_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
-
-
-def _blas_has_small_matrix_kernels(controls):
-    if controls is None or controls[2] is None:
-        return False
-    name = controls[2]()
-    return name is not None and name.decode(errors="replace").lower() in _SMALL_MATRIX_CORES
 
 
 def _gnu_openmp_runtime():
@@ -333,8 +322,8 @@ _configure_lock = threading.Lock()
 
 
 def configure_blas():
-    """Find the OpenBLAS behind SciPy and tell the planner what it runs: once, on the
-    first call's need (its planning), so that importing convt_blas changes nothing."""
+    """Find the OpenBLAS behind SciPy for the worker pool: once, on the first call's
+    need, so that importing convt_blas changes nothing."""
     global _openblas, _configured
     if _configured:
         return
@@ -343,9 +332,6 @@ def configure_blas():
             return
         controls = _find_openblas_controls()
         worker_pool.bind(controls)
-        # The kernel's plan cuts inputs of a few positions into GEMMs small enough
-        # for those kernels only where BLAS has them.
-        kernels.set_blas_small_matrix_kernels(_blas_has_small_matrix_kernels(controls))
         _openblas = controls
         _configured = True
 

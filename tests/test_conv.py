@@ -287,10 +287,10 @@ def test_concurrent_python_threads(rng):
 
 @needs_torch
 def test_torch_tensor_input_is_not_copied():
-    from convt_blas._functional import _as_array
+    from convt_blas._validation import as_array
 
     t = torch.randn(2, 3, 9)
-    arr = _as_array(t, "input")
+    arr = as_array(t, "input")
     assert np.shares_memory(arr, t.numpy())
     w = torch.randn(3, 2, 4)
     y = convt_blas.conv_transpose1d(t, w, stride=2)
@@ -492,11 +492,11 @@ def test_depthwise_channels_side_by_side(rng, channels, length, k, stride, paddi
     convt_blas.kernels._set_depthwise_by_channels(False)
     try:
         assert not convt_blas.kernels.plan_info(shape)["depthwise"]
-        convt_blas._functional._plan_sizes.cache_clear()
+        convt_blas._functional._call_plan.cache_clear()
         np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, **args))
     finally:
         convt_blas.kernels._set_depthwise_by_channels(True)
-        convt_blas._functional._plan_sizes.cache_clear()
+        convt_blas._functional._call_plan.cache_clear()
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -513,11 +513,11 @@ def test_depthwise_two_taps_along_a_phase(rng, bias, channels, length, k, stride
     y = convt_blas.conv_transpose1d(x, w, b, **args)
     convt_blas.kernels._set_depthwise_by_channels(False)
     try:
-        convt_blas._functional._plan_sizes.cache_clear()
+        convt_blas._functional._call_plan.cache_clear()
         np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, **args))
     finally:
         convt_blas.kernels._set_depthwise_by_channels(True)
-        convt_blas._functional._plan_sizes.cache_clear()
+        convt_blas._functional._call_plan.cache_clear()
     assert_close(y, conv_transpose1d_reference(x, w, b, stride, padding, output_padding,
                                                groups=channels))
 

@@ -21,7 +21,7 @@ from conftest import random_array
 
 import convt_blas
 from convt_blas import kernels
-from convt_blas._functional import check_arguments
+from convt_blas._validation import check_arguments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPSULE_NAME = b"convt_blas._C_API"  # outlives every capsule made here
@@ -51,12 +51,10 @@ def built(tmp_path_factory):
     shutil.copy(os.path.join(ROOT, "tests", "c_api_harness.c"), dirs["c_api_harness"])
     (dirs["c_api_harness"] / "setup.py").write_text(HARNESS_SETUP)
 
-    # The builds import the convt_blas under test (for get_include() and the .pxd).
-    # -O0: these modules only pass pointers, and unoptimised they build in half the time.
-    package_parent = os.path.dirname(os.path.dirname(convt_blas.__file__))
-    env = dict(os.environ, CFLAGS=os.environ.get("CFLAGS", "") + " -O0",
-               PYTHONPATH=os.pathsep.join(
-                   filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    # Built as a user builds them: in this environment, whose convt_blas (installed, or
+    # editable as in development) gives get_include() and the .pxd, nothing added to the
+    # path. -O0: these modules only pass pointers, and unoptimised they build in half the time.
+    env = dict(os.environ, CFLAGS=os.environ.get("CFLAGS", "") + " -O0")
     builds = [(directory, subprocess.Popen(
         [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=directory, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -260,6 +258,22 @@ def winograd_off():
         yield
     finally:
         convt_blas.set_winograd(True)
+
+
+def test_c_api_workspace_sized_under_the_other_winograd_setting(built, rng):
+    """A workspace sized before set_winograd changed (another thread's change) runs
+    the plan it was sized for instead of failing."""
+    h = built.harness
+    params = (1, 256, 800, 128, 16, 8, 4, 0, 1, 1)
+    x = rng.standard_normal((1, 256, 800)).astype(np.float32)
+    w = rng.standard_normal((256, 128, 16)).astype(np.float32)
+    with winograd_off():
+        gemm_workspace = np.empty(h.sizes("workspace_length", params, 1), np.float32)
+        expected = convt_blas.conv_transpose1d(x, w, stride=8, padding=4)
+    assert h.sizes("workspace_length", params, 1) > gemm_workspace.size  # F(3,2) needs more
+    out = np.empty_like(expected)
+    assert h.call("f", params, x, _element_strides(x), w, None, out, gemm_workspace, 1) == h.OK
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_c_api_prepared_weight_status_codes(built, rng):

@@ -146,7 +146,7 @@ def test_plan_cache_follows_the_switch_it_was_read_with(rng, monkeypatch):
     with_winograd = kernels.plan_sizes(shape, winograd=True)[1]
     assert with_winograd > kernels.plan_sizes(shape, winograd=False)[1]
     x, w, b = random_case(rng, 1, 256, 128, 16, 800)
-    convt_blas._functional._plan_sizes.cache_clear()
+    convt_blas._functional._call_plan.cache_clear()
     try:
         convt_blas.set_winograd(False)
         monkeypatch.setattr(kernels, "winograd_enabled", lambda: True)
@@ -156,7 +156,7 @@ def test_plan_cache_follows_the_switch_it_was_read_with(rng, monkeypatch):
         y = convt_blas.conv_transpose1d(x, w, b, stride=8, padding=4)
     finally:
         convt_blas.set_winograd(True)
-        convt_blas._functional._plan_sizes.cache_clear()
+        convt_blas._functional._call_plan.cache_clear()
     assert_close(y, conv_transpose1d_reference(x, w, b, stride=8, padding=4), np.float32)
 
 
@@ -167,7 +167,7 @@ def test_layer_transforms_its_weight_under_the_switch_its_call_read(rng, monkeyp
     layer = convt_blas.ConvTranspose1d(128, 128, 16, stride=8, padding=4,
                                        rng=np.random.default_rng(5))
     x = rng.standard_normal((1, 128, 300)).astype(np.float32)
-    convt_blas._functional._plan_sizes.cache_clear()
+    convt_blas._functional._call_plan.cache_clear()
     try:
         convt_blas.set_winograd(False)
         monkeypatch.setattr(kernels, "winograd_enabled", lambda: True)
@@ -175,8 +175,8 @@ def test_layer_transforms_its_weight_under_the_switch_its_call_read(rng, monkeyp
     finally:
         monkeypatch.undo()
         convt_blas.set_winograd(True)
-        convt_blas._functional._plan_sizes.cache_clear()
-    assert layer._transformed[1] is not None  # transformed, and kept
+        convt_blas._functional._call_plan.cache_clear()
+    assert layer._weight_cache.prepared[1] is not None  # prepared, and kept
     assert_close(y, conv_transpose1d_reference(x, layer.weight, layer.bias, stride=8,
                                                padding=4), np.float32)
 
@@ -194,7 +194,7 @@ def test_calls_while_another_thread_flips_winograd(rng):
         x = rng.standard_normal((n, c_in, length)).astype(np.float32)
         cases.append((x, None, layer, stride,
                       conv_transpose1d_reference(x, layer.weight, layer.bias, stride=stride)))
-    convt_blas._functional._plan_sizes.cache_clear()
+    convt_blas._functional._call_plan.cache_clear()
     stop = threading.Event()
     failures, checked = [], []
 
@@ -298,7 +298,7 @@ def test_a_stream_shared_by_two_threads_is_refused():
 
 def test_blas_count_set_by_another_thread_during_a_call_is_kept():
     """A call's exit restores the count it lowered, not over one set meanwhile."""
-    controls = _threads._openblas
+    controls = _threads.blas_controls()
     if controls is None:
         pytest.skip("no OpenBLAS controls found behind scipy.linalg.cython_blas")
     original = controls[0]()
@@ -335,12 +335,12 @@ assert np.array_equal(kernels.transpose_weights(shape, w, n_threads),
                       kernels.transpose_weights(shape, w, 1))
 tiny = (300, 1, 2, 1, 1, 1, 0, 0, 1, 1)  # 300 batch elements of one multiply each
 x = rng.standard_normal((300, 1, 2)).astype(np.float32)
-units, per_worker = kernels.plan_sizes(tiny)
+call = kernels.plan_call(tiny, False)
 outs = []
 for threads in (1, n_threads):
     out = np.empty((300, 1, 2), np.float32)
-    kernels.run(tiny, x, (2, 2, 1), np.ones((1, 1, 1), np.float32), None, out,
-                np.empty(per_worker * 300 + 1, np.float32), threads)
+    kernels.run(call, x, (2, 2, 1), np.ones((1, 1, 1), np.float32), None, out,
+                np.empty(call.worker_elements * 300 + 1, np.float32), threads)
     outs.append(out)
 assert np.array_equal(outs[0], x) and np.array_equal(outs[1], x)
 print(len(os.listdir("/proc/self/task")), kernels.max_threads())
@@ -421,10 +421,10 @@ def test_set_winograd_takes_numpy_bools():
 BROADCAST_SCRIPT = r"""
 import numpy as np
 import convt_blas
-from convt_blas._functional import _available_memory
+from convt_blas._memory import available_memory
 # A full copy 1 GiB beyond the memory available (an overcommitted allocation of
 # that size succeeds, and writing it gets the process killed).
-length = (_available_memory() + 2 ** 30) // 4
+length = (available_memory() + 2 ** 30) // 4
 x = np.broadcast_to(np.ones(1, np.float32), (1, 1, length))
 try:
     convt_blas.conv_transpose1d(x, np.ones((1, 1, 1), np.float32))

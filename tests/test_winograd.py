@@ -173,38 +173,30 @@ def test_c_api_workspace_follows_the_rule():
     assert with_winograd == plan(*shape)["worker_elements"] and with_winograd != without
 
 
-def test_workspace_sized_for_the_other_setting_runs_that_plan(rng):
-    # A workspace sized before set_winograd changed (another thread's change,
-    # or a C caller's) runs the plan it was sized for instead of failing; one
-    # too small for either plan is refused, not overrun.
+def test_workspace_smaller_than_the_plan_is_refused(rng):
+    # The kernel checks the workspace against the plan it is handed, not overrun.
     shape = (1, 256, 800, 128, 16, 8, 4, 0, 1, 1)
-    with plain_path():
-        _, gemm_elements = kernels.plan_sizes(shape)
+    call = kernels.plan_call(shape, False, True)
+    gemm_elements = kernels.plan_sizes(shape, winograd=False)[1]
+    assert call.info()["winograd"] and call.worker_elements > gemm_elements
     x = rng.standard_normal((1, 256, 800)).astype(np.float32)
     w = rng.standard_normal((256, 128, 16)).astype(np.float32)
     out = np.empty((1, 128, plan(*shape)["out_length"]), np.float32)
-    assert kernels.winograd_enabled() and plan(*shape)["winograd"]
-    kernels.run(shape, x, (256 * 800, 800, 1), w, None, out,
-                np.empty(gemm_elements, np.float32), 1)
-    with plain_path():
-        expected = convt_blas.conv_transpose1d(x, w, stride=8, padding=4)
-    np.testing.assert_array_equal(out, expected)
     with pytest.raises(ValueError, match="workspace too small"):
-        kernels.run(shape, x, (256 * 800, 800, 1), w, None, out,
-                    np.empty(min(gemm_elements, plan(*shape)["worker_elements"]) - 1,
-                             np.float32), 1)
+        kernels.run(call, x, (256 * 800, 800, 1), w, None, out,
+                    np.empty(gemm_elements, np.float32), 1)
 
 
 @contextlib.contextmanager
 def winograd_workspace(elements):
     """F(3,2) plans fit a worker's workspace to ``elements`` inside (see WINOGRAD_WORKSPACE)."""
     previous = kernels._set_winograd_workspace(elements)
-    convt_blas._functional._plan_sizes.cache_clear()
+    convt_blas._functional._call_plan.cache_clear()
     try:
         yield
     finally:
         kernels._set_winograd_workspace(previous)
-        convt_blas._functional._plan_sizes.cache_clear()
+        convt_blas._functional._call_plan.cache_clear()
 
 
 def winograd_elements(info, stride, components, prepared=False):
@@ -382,8 +374,8 @@ def test_layer_matches_reference_and_function(rng, case):
     args = (s, p, op, groups)
     y = layer(x)
     assert_close(y, conv_transpose1d_reference(x, w, b, *args))
-    assert layer._transformed is not None and layer._transformed[0] is layer.weight
-    assert layer._transformed[1].size == 2 * w.size
+    assert layer._weight_cache.prepared is not None and layer._weight_cache.prepared[0] is layer.weight
+    assert layer._weight_cache.prepared[1].size == 2 * w.size
     function = convt_blas.conv_transpose1d(x, w, b, *args)
     if plan(n, c_in_g * groups, length, c_out_g * groups, 2 * s, s, p, op, 1,
             groups)["winograd"]:  # the same F(3,2), weight transformed before or during the call
@@ -450,7 +442,7 @@ def test_layer_without_winograd_is_the_function(rng):
     layer = layer_with(w, b, 4, 2)
     with plain_path():
         np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, w, b, 4, 2))
-        assert layer._transformed is None
+        assert layer._weight_cache.prepared is None
 
 
 def test_layer_non_finite_values(rng):
@@ -474,20 +466,21 @@ def test_prepared_weight_of_another_layer_is_refused(rng):
     workspace = np.empty(kernels.plan_sizes(shape, True)[1], np.float32)
     for prepared in (other, other.astype(np.float64), np.zeros(2 * w.size, np.float32)[::2]):
         with pytest.raises(ValueError, match="prepared weight"):
-            kernels.run(shape, x, (128 * 200, 200, 1), w, b, out, workspace, 1, prepared)
+            kernels.run(kernels.plan_call(shape, True), x, (128 * 200, 200, 1), w, b, out,
+                        workspace, 1, prepared)
 
 
 def test_layer_can_keep_no_transform(rng):
     x, w, b = make_case(rng, 2, 128, 64, 8, 200, 1)
     layer = layer_with(w, b, 4, 2)
     layer(x)
-    assert layer._transformed is not None
-    layer.keep_transformed_weight = False
-    assert layer._transformed is None and not layer.keep_transformed_weight
+    assert layer._weight_cache.prepared is not None
+    layer.keep_weight_cache = False
+    assert layer._weight_cache.prepared is None and not layer.keep_weight_cache
     np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, w, b, 4, 2))
-    assert layer._transformed is None
+    assert layer._weight_cache.prepared is None
     with pytest.raises(TypeError, match="True or False"):
-        layer.keep_transformed_weight = 1
+        layer.keep_weight_cache = 1
 
 
 def test_prepared_weight_is_the_same_for_any_thread_count(rng):
@@ -538,7 +531,7 @@ def test_layer_random_configurations(seed):
     layer = layer_with(w, b, s, padding, output_padding, groups)
     args = (s, padding, output_padding, groups)
     assert_close(layer(x), conv_transpose1d_reference(x, w, b, *args), dtype)
-    assert (layer._transformed is not None) == (length >= 128)
+    assert (layer._weight_cache.prepared is not None) == (length >= 128)
 
 
 # The GEMM path on the weight's rows (kernels.transpose_weights), which the layer keeps for
@@ -570,14 +563,14 @@ def test_weight_rows_give_the_same_bits(rng, case, dtype):
     for weight_rows in (None, rows):
         out = np.empty((n, c_out_g * groups, out_length), dtype)
         workspace = np.empty(kernels.plan_sizes(shape)[1] * 2, dtype)
-        kernels.run(shape, x, strides, w, b, out, workspace, 2, None, weight_rows)
+        kernels.run(kernels.plan_call(shape, False), x, strides, w, b, out, workspace, 2, None, weight_rows)
         results.append(out)
     np.testing.assert_array_equal(results[1], results[0])
     assert_close(results[1], conv_transpose1d_reference(x, w, b, s, p, groups=groups), dtype)
     # The GEMMs read the rows, not the weight: rows of 2w give exactly twice the taps.
     doubled, plain = np.empty_like(results[0]), np.empty_like(results[0])
-    kernels.run(shape, x, strides, w, None, plain, workspace, 2)
-    kernels.run(shape, x, strides, w, None, doubled, workspace, 2, None,
+    kernels.run(kernels.plan_call(shape, False), x, strides, w, None, plain, workspace, 2)
+    kernels.run(kernels.plan_call(shape, False), x, strides, w, None, doubled, workspace, 2, None,
                 kernels.transpose_weights(shape, 2 * w))
     np.testing.assert_array_equal(doubled, 2 * plain)
 
@@ -595,7 +588,8 @@ def test_weight_rows_rule_and_checks(rng):
     np.testing.assert_array_equal(kernels.transpose_weights(shape, w, 2), rows)
     for wrong in (rows[:-1], rows.astype(np.float64), np.zeros(2 * w.size, np.float32)[::2]):
         with pytest.raises(ValueError, match="weight rows"):
-            kernels.run(shape, x, (128 * 100, 100, 1), w, b, out, workspace, 1, None, wrong)
+            kernels.run(kernels.plan_call(shape, False), x, (128 * 100, 100, 1), w, b, out,
+                        workspace, 1, None, wrong)
 
 
 def test_layer_keeps_weight_rows_for_the_gemm_path(rng):
@@ -603,23 +597,23 @@ def test_layer_keeps_weight_rows_for_the_gemm_path(rng):
     layer = layer_with(w, b, 8, 4)
     y = layer(x)
     np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, 8, 4))
-    assert layer._weight_rows == (layer.weight, None)  # a first call makes none
+    assert layer._weight_cache.rows == (layer.weight, None)  # a first call makes none
     np.testing.assert_array_equal(layer(x), y)  # the second makes and keeps them
-    assert layer._transformed is None and layer._weight_rows[0] is layer.weight
-    assert layer._weight_rows[1].size == w.size
+    assert layer._weight_cache.prepared is None and layer._weight_cache.rows[0] is layer.weight
+    assert layer._weight_cache.rows[1].size == w.size
     np.testing.assert_array_equal(layer(x), y)  # the held rows, reused
-    assert pickle.loads(pickle.dumps(layer))._weight_rows is None
+    assert pickle.loads(pickle.dumps(layer))._weight_cache.rows is None
     layer.weight = w[:, ::-1].copy()  # a new weight drops them; calls use the new one's
-    assert layer._weight_rows is None
+    assert layer._weight_cache.rows is None
     for _ in range(2):
         np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, layer.weight, b,
                                                                             8, 4))
-    assert layer._weight_rows[0] is layer.weight and layer._weight_rows[1] is not None
-    layer.keep_transformed_weight = False
-    assert layer._weight_rows is None
+    assert layer._weight_cache.rows[0] is layer.weight and layer._weight_cache.rows[1] is not None
+    layer.keep_weight_cache = False
+    assert layer._weight_cache.rows is None
     layer(x)
     layer(x)
-    assert layer._weight_rows is None
+    assert layer._weight_cache.rows is None
 
 
 @pytest.mark.parametrize("shape,dtype", [
@@ -636,6 +630,6 @@ def test_layer_calls_keep_their_bits_once_rows_are_kept(rng, shape, dtype):
     first = layer(x)
     for _ in range(2):
         np.testing.assert_array_equal(layer(x), first)
-    assert layer._weight_rows[1] is not None  # the later calls did read rows
+    assert layer._weight_cache.rows[1] is not None  # the later calls did read rows
     np.testing.assert_array_equal(first, convt_blas.conv_transpose1d(x, layer.weight, layer.bias,
                                                                      s, p, op, groups))

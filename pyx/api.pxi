@@ -1,0 +1,285 @@
+# The Python-facing helpers of convt_blas.kernels (called by convt_blas._functional
+# after validation): plans, the weight's transform and rows, and run.
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP."""
+    return bool(CONVT_BLAS_OPENMP)
+
+
+def _set_depthwise_by_channels(bint enabled):
+    """Turn _run_depthwise_unit off (False) or on (the default): for tests and benchmarks."""
+    global DEPTHWISE_BY_CHANNELS
+    DEPTHWISE_BY_CHANNELS = enabled
+
+
+def set_winograd(bint enabled):
+    """Whether layers with K == 2*stride may take Winograd's F(3,2) (see _make_plan)."""
+    global WINOGRAD_ENABLED
+    WINOGRAD_ENABLED = enabled
+
+
+def _set_winograd_workspace(int64_t elements):
+    """Set a worker's F(3,2) workspace target, in elements; returns the previous one.
+    For tests and benchmarks (see WINOGRAD_WORKSPACE)."""
+    global WINOGRAD_WORKSPACE
+    previous = WINOGRAD_WORKSPACE
+    WINOGRAD_WORKSPACE = elements
+    return previous
+
+
+def winograd_enabled():
+    return bool(WINOGRAD_ENABLED)
+
+
+cdef class CallPlan:
+    """The plan of one call shape, made once (plan_call) and handed to run, which
+    checks the operands against it and does not plan again."""
+    cdef convt_blas_params params
+    cdef Plan plan
+    cdef readonly tuple shape
+    cdef readonly bint winograd
+    cdef readonly bint takes_prepared
+    cdef readonly bint takes_rows
+
+    @property
+    def units_per_sample(self):
+        """Independent work units per batch element."""
+        return _units_per_sample(&self.params, &self.plan)
+
+    @property
+    def worker_elements(self):
+        """Workspace elements one worker needs."""
+        return self.plan.worker_elements
+
+    def info(self):
+        """The Plan struct as a dict, for tests and tuning."""
+        return self.plan
+
+
+def plan_call(tuple shape, bint has_prepared, winograd=None):
+    """The CallPlan of a call of ``shape`` (as in plan_sizes) under the Winograd switch
+    ``winograd`` (None: as set now). ``has_prepared``: the caller can bring the
+    weight transformed (prepare_winograd_weights) and its rows (transpose_weights);
+    the plan says whether it takes either. Raises ValueError if the kernel refuses it."""
+    cdef CallPlan call = CallPlan.__new__(CallPlan)
+    cdef Plan offered
+    cdef int64_t rows, columns
+    call.shape = shape
+    call.winograd = _switch(winograd)
+    _plan_or_raise(shape, &call.params, &offered, has_prepared, call.winograd)
+    call.takes_prepared = has_prepared and offered.winograd and offered.prepared_weights
+    call.takes_rows = False
+    if has_prepared and not offered.winograd and not offered.direct_taps:
+        # Rows only where the plan's largest GEMM reads them (_reads_rows).
+        rows = offered.block_channels * call.params.kernel_size
+        columns = (offered.samples_per_unit * call.params.in_length
+                   if offered.samples_per_unit > 1 else offered.max_columns)
+        call.takes_rows = _blocked_either_way(columns if offered.position_major else rows,
+                                              rows if offered.position_major else columns,
+                                              offered.c_in_g)
+    if has_prepared and not call.takes_prepared:
+        _plan_or_raise(shape, &call.params, &call.plan, False, call.winograd)
+    else:
+        call.plan = offered
+    return call
+
+
+def takes_weight_rows(tuple shape, winograd=None):
+    """Whether a call of ``shape`` that has a prepared weight but runs the GEMM path
+    (not F(3,2), not direct taps) takes the weight's rows (transpose_weights): whether
+    its largest GEMM reads them (_blocked_either_way)."""
+    return plan_call(shape, True, winograd).takes_rows
+
+
+def takes_prepared_weights(tuple shape, winograd=None):
+    """Whether a call of ``shape`` would run F(3,2) on a prepared weight (see run)."""
+    return plan_call(shape, True, winograd).takes_prepared
+
+
+def transpose_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
+    """The weight as its rows, for run's ``w_rows``: per group (C_out/g * K, C_in/g).
+
+    OpenBLAS packs a GEMM operand stored this way, each row's inner size
+    contiguous, faster than the (C_in/g, C_out/g * K) of the weight itself:
+    measured at 100 input positions, 512 -> 256 channels, K = 16: the GEMM 9%
+    faster; 1536 -> 768 channels at 86 positions: 16%. ``weight``:
+    C-contiguous (C_in, C_out/g, K) of a supported dtype.
+    """
+    cdef int64_t groups = shape[9]
+    cdef int64_t c_in_g = weight.shape[0] // groups
+    cdef int64_t m = cnp.PyArray_SIZE(weight) // weight.shape[0]
+    cdef int type_num = cnp.PyArray_TYPE(weight)
+    cdef cnp.ndarray rows
+    cdef void* src = cnp.PyArray_DATA(weight)
+    cdef void* dst
+    if not _supported(type_num):
+        raise TypeError(f"transpose_weights: unsupported dtype {weight.dtype}")
+    if (weight.ndim != 3 or weight.shape[0] != shape[1] or groups < 1 or shape[1] % groups
+            or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
+        raise ValueError("transpose_weights: the weight does not match the shape")
+    rows = cnp.PyArray_EMPTY(1, [cnp.PyArray_SIZE(weight)], type_num, 0)
+    dst = cnp.PyArray_DATA(rows)
+    with nogil:
+        _weight_rows_typed(type_num, src, groups, c_in_g, m, dst, n_threads)
+    return rows
+
+
+def plan_info(tuple shape, bint prepared=False):
+    """The planner's cut for ``shape`` (as in plan_sizes) as a dict, for tests and tuning."""
+    cdef convt_blas_params p
+    cdef Plan plan
+    _plan_or_raise(shape, &p, &plan, prepared, WINOGRAD_ENABLED)
+    return plan
+
+
+def blas_small_matrix_kernels():
+    """Whether the planner cuts for OpenBLAS's small-matrix kernels (its BLAS has them)."""
+    return bool(BLAS_SMALL_MATRIX_KERNELS)
+
+
+def max_threads():
+    """CONVT_BLAS_MAX_THREADS: the most threads a call runs on."""
+    return CONVT_BLAS_MAX_THREADS
+
+
+def start_threads(int n_threads):
+    """Run an empty parallel region on ``n_threads`` (clamped) threads, so that the
+    calling thread's OpenMP pool holds them before a call needs them."""
+    cdef int i, n = _thread_count(n_threads)
+    cdef int total = 0
+    if n > 1:
+        with nogil:
+            for i in prange(n, num_threads=n, schedule='static'):
+                total += 1
+    return n
+
+
+def omp_max_threads():
+    """OpenMP's current thread limit for the calling thread (1 without OpenMP)."""
+    return omp_get_max_threads()
+
+
+cdef int _fill_params(convt_blas_params* p, tuple shape) except -1:
+    (p.batch, p.in_channels, p.in_length, p.out_channels, p.kernel_size,
+     p.stride, p.padding, p.output_padding, p.dilation, p.groups) = shape
+    return 0
+
+
+cdef inline bint _switch(winograd):
+    """The Winograd switch a caller passed, or as set now for None."""
+    return WINOGRAD_ENABLED if winograd is None else bool(winograd)
+
+
+cdef int _plan_or_raise(tuple shape, convt_blas_params* p, Plan* plan,
+                        bint prepared, bint winograd) except -1:
+    """Fill ``p`` from ``shape`` and plan it; ValueError if the kernel refuses it."""
+    _fill_params(p, shape)
+    raise_for_status(_make_plan_with(p, plan, winograd, prepared))
+    return 0
+
+
+def plan_sizes(tuple shape, bint prepared=False, winograd=None):
+    """(units per batch element, workspace elements per worker) for ``shape``.
+
+    ``shape`` is (batch, C_in, L_in, C_out, K, stride, padding,
+    output_padding, dilation, groups); ``prepared``: the call passes the
+    weight transformed (prepare_winograd_weights); ``winograd``: the switch
+    the call passes to run (None: as set now). Raises ValueError if the
+    kernel refuses it.
+    """
+    cdef convt_blas_params p
+    cdef Plan plan
+    _plan_or_raise(shape, &p, &plan, prepared, _switch(winograd))
+    return _units_per_sample(&p, &plan), plan.worker_elements
+
+
+def status_message(int status):
+    """The message ``convt_blas_strerror`` (include/convt_blas.h) gives for a status code."""
+    return convt_blas_strerror(status).decode()
+
+
+def raise_for_status(int status):
+    if status == CONVT_BLAS_OK:
+        return
+    if status == CONVT_BLAS_ERR_NO_MEMORY:
+        raise MemoryError(status_message(status))
+    raise ValueError(f"convt_blas kernel: {status_message(status)}")
+
+
+def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1, winograd=None):
+    """The weight transformed for F(3,2), for run's ``prepared``; None if the layer never takes it.
+
+    ``shape`` as in plan_sizes (batch and length are not used); ``winograd``: the
+    switch as the call read it (None: as set now); ``weight``:
+    C-contiguous (C_in, C_out/g, K) of a supported dtype. Per group, the
+    four matrices of _winograd_weights over all of the group's channels,
+    (C_in/g, C_out/g * stride) each: twice the weight's size.
+    """
+    cdef convt_blas_params p
+    cdef int64_t length
+    cdef int status
+    cdef cnp.ndarray prepared
+    cdef void* src = cnp.PyArray_DATA(weight)
+    cdef void* dst
+    cdef int type_num = cnp.PyArray_TYPE(weight)
+    cdef bint allowed = _switch(winograd)
+    if not _supported(type_num):
+        raise TypeError(f"prepare_winograd_weights: unsupported dtype {weight.dtype}")
+    _fill_params(&p, shape)
+    length = _prepared_weight_length(&p, allowed)
+    if length < 0:
+        raise_for_status(CONVT_BLAS_ERR_BAD_SHAPE)
+    if length == 0:
+        return None
+    if (cnp.PyArray_SIZE(weight) != length / 2 or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
+        raise ValueError("prepare_winograd_weights: the weight does not match the shape")
+    prepared = cnp.PyArray_EMPTY(1, [length], type_num, 0)
+    dst = cnp.PyArray_DATA(prepared)
+    with nogil:
+        status = _prepare_weights_typed(type_num, &p, src, dst, length, n_threads, allowed)
+    raise_for_status(status)
+    return prepared
+
+
+def run(CallPlan call, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
+        cnp.ndarray out, cnp.ndarray workspace, int n_threads, prepared=None, w_rows=None):
+    """Run ``call``'s plan on validated arrays; releases the GIL throughout.
+
+    x: element ``strides`` (batch, channel, length), unit stride on the length
+    or channel axis. weight, bias, out, workspace: C-contiguous, x's dtype;
+    the workspace holds n_threads (clamped to the units) workers'
+    ``call.worker_elements``. prepared: None, or prepare_winograd_weights of
+    the weight (when ``call.takes_prepared``). w_rows: None, or
+    transpose_weights of the weight, which GEMM-path plans then read.
+    """
+    cdef int status
+    cdef int type_num = cnp.PyArray_TYPE(x)
+    cdef int64_t sx_n, sx_c, sx_l
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* wp = cnp.PyArray_DATA(weight)
+    cdef void* pp = NULL
+    cdef void* rp = NULL
+    cdef int64_t prepared_len = 0
+    cdef cnp.ndarray held
+    cdef void* bp = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    cdef void* op = cnp.PyArray_DATA(out)
+    cdef void* wsp = cnp.PyArray_DATA(workspace)
+    cdef int64_t ws_len = cnp.PyArray_SIZE(workspace)
+    sx_n, sx_c, sx_l = strides
+    if prepared is not None:
+        # Its length is the kernel's to check (CONVT_BLAS_ERR_BAD_PREPARED).
+        held = <cnp.ndarray?>prepared
+        if cnp.PyArray_TYPE(held) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(held):
+            raise ValueError("prepared weight does not match the layer")
+        pp = cnp.PyArray_DATA(held)
+        prepared_len = cnp.PyArray_SIZE(held)
+    if w_rows is not None:
+        held = <cnp.ndarray?>w_rows
+        if (cnp.PyArray_TYPE(held) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(held)
+                or cnp.PyArray_SIZE(held) != cnp.PyArray_SIZE(weight)):
+            raise ValueError("weight rows do not match the layer")
+        rp = cnp.PyArray_DATA(held)
+    with nogil:
+        status = _run_plan_typed(type_num, &call.params, &call.plan, xp, sx_n, sx_c, sx_l, wp,
+                                 pp, prepared_len, bp, op, wsp, ws_len, n_threads, rp)
+    raise_for_status(status)

@@ -1,0 +1,188 @@
+# The GEMM path: one unit's input columns, its GEMM and its col2im.
+
+cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
+                              int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
+                              const scalar_t* w_rows, int64_t n_channels, int64_t n_cols,
+                              scalar_t* columns, scalar_t* scratch) noexcept nogil:
+    """columns[c*K + k, l] = sum_i W_g[i, c, k] * X_g[i, l]: one row per (channel, tap).
+
+    ``w_rows``: NULL, or the block's weight rows (c*K + k, i), C_in/g long
+    (transpose_weights), read instead of ``w_block`` where _reads_rows allows.
+    """
+    cdef bint rows = _reads_rows(w_rows, n_channels * K, n_cols, plan.c_in_g)
+    cdef const scalar_t* w_gemm = w_rows if rows else w_block
+    cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
+    if sx_l == 1:
+        # X_g is (C_in/g, L) with rows sx_c apart.
+        _gemm(not rows, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+              w_gemm, ld_w, x_tile, <int>sx_c, columns, <int>n_cols, scratch)
+    else:
+        # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
+        _gemm(not rows, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+              w_gemm, ld_w, x_tile, <int>sx_l, columns, <int>n_cols, scratch)
+
+
+cdef void _columns_by_position(const Plan* plan, int64_t K, const scalar_t* x_tile,
+                               int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
+                               const scalar_t* w_rows, int64_t n_channels, int64_t n_cols,
+                               scalar_t* columns, scalar_t* scratch) noexcept nogil:
+    """columns[l, c*K + k] = sum_i X_g[i, l] * W_g[i, c, k]: one row per input position.
+
+    ``w_rows`` as in _columns_by_channel.
+    """
+    cdef int64_t m_cols = n_channels * K
+    cdef bint rows = _reads_rows(w_rows, n_cols, m_cols, plan.c_in_g)
+    cdef const scalar_t* w_gemm = w_rows if rows else w_block
+    cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
+    if sx_l == 1:
+        # X_g is (C_in/g, L) with rows sx_c apart: use its transpose.
+        _gemm(True, rows, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
+              x_tile, <int>sx_c, w_gemm, ld_w, columns, <int>m_cols, scratch)
+    else:
+        # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
+        _gemm(False, rows, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
+              x_tile, <int>sx_l, w_gemm, ld_w, columns, <int>m_cols, scratch)
+
+
+
+cdef inline void _input_as_rows(const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                                int64_t count, int64_t n_cols, int64_t c_in_g, scalar_t* dst,
+                                int64_t* held_copy, int64_t key) noexcept nogil:
+    """The positions of ``count`` elements (``n_cols`` each, ``sx_n`` apart) one after
+    another as rows of X_g^T, (count*n_cols, C_in/g), in ``dst``, unless ``held_copy``
+    (NULL, or what the worker's copy holds; -1: nothing) is already ``key``.
+
+    BLAS packs that operand faster than X_g's own rows, with the same bits in
+    a blocked GEMM. The channel blocks of one key are consecutive units, so a
+    worker lays the input out once, not once per block.
+    """
+    cdef int64_t j
+    if held_copy != NULL and held_copy[0] == key:
+        return
+    for j in range(count):
+        _transpose(x + j * sx_n, sx_c, sx_l, c_in_g, n_cols, dst + j * n_cols * c_in_g, c_in_g)
+    if held_copy != NULL:
+        held_copy[0] = key
+
+
+cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_first, int64_t g,
+                     int64_t co0, int64_t n_channels, int64_t l_lo, int64_t l_hi,
+                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                     const scalar_t* w_block, const scalar_t* w_rows,
+                     const scalar_t* bias_block, scalar_t* out,
+                     scalar_t* columns, scalar_t* x_copy, int64_t* held_copy,
+                     int64_t copy_key) noexcept nogil:
+    """A one-tile unit over batch elements [n_first, n_first + samples_per_unit): one GEMM.
+
+    The GEMM covers every input position of each element (rows j*L + l);
+    each element's col2im then reads its rows l_lo..l_hi, as it would alone.
+    ``held_copy``, ``copy_key``: as in _input_as_rows.
+    """
+    cdef int64_t K = p.kernel_size, L = p.in_length
+    cdef int64_t count = _min(plan.samples_per_unit, p.batch - n_first)
+    cdef int64_t j
+    cdef const scalar_t* x_group = x + n_first * sx_n + g * plan.c_in_g * sx_c
+    if not (sx_c == 1 and sx_n == L * sx_l):
+        # Unless channels-last and packed (the elements' positions already
+        # follow each other as rows of X^T).
+        _input_as_rows(x_group, sx_n, sx_c, sx_l, count, L, plan.c_in_g, x_copy, held_copy,
+                       copy_key)
+        x_group, sx_c, sx_l = x_copy, 1, plan.c_in_g
+    _columns_by_position(plan, K, x_group, sx_c, sx_l, w_block, w_rows, n_channels,
+                         count * L, columns, NULL)
+    for j in range(count):
+        _scatter_taps(p, plan, bias_block, n_channels, 0, plan.out_length, l_lo, l_hi,
+                      columns + (j * L + l_lo) * n_channels * K,
+                      out + ((n_first + j) * p.out_channels + g * plan.c_out_g + co0)
+                      * plan.out_length)
+
+
+
+cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
+                    const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                    const scalar_t* w, const scalar_t* w_rows, const scalar_t* bias,
+                    scalar_t* out, scalar_t* worker, int64_t* held_copy) noexcept nogil:
+    """One unit: output channels [co0, co0 + n_channels) of its groups, positions [start, stop).
+
+    ``worker`` is the worker's workspace: its column buffer, its copy of
+    the input (merged samples', or a one-tile input as rows; else one vector
+    for _gemm), then its phase rows.
+    ``w_rows``: NULL, or the weight's rows for the GEMMs (transpose_weights).
+    ``held_copy``: NULL, or what the worker's copy holds (see _input_as_rows).
+    """
+    cdef int64_t K = p.kernel_size
+    cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop, copy_key
+    cdef int64_t l_lo, l_hi, n_cols
+    cdef scalar_t* columns = worker
+    cdef scalar_t* copy = worker + plan.column_elements  # input copy, or _gemm's vector
+    cdef scalar_t* phase = copy + plan.copy_elements
+    cdef const scalar_t* x_group
+    cdef const scalar_t* x_tile
+    cdef const scalar_t* w_block
+    cdef const scalar_t* rows_block = NULL
+    cdef const scalar_t* bias_block
+    cdef scalar_t* out_block
+
+    n = unit / plan.units_per_sample
+    rest = unit - n * plan.units_per_sample
+    g_first = (rest / (plan.n_blocks * plan.n_tiles)) * plan.groups_per_unit
+    rest = rest % (plan.n_blocks * plan.n_tiles)
+    block = rest / plan.n_tiles
+    tile = rest - block * plan.n_tiles
+    co0 = block * plan.block_channels
+    n_channels = _min(plan.block_channels, plan.c_out_g - co0)
+    start = tile * plan.tile
+    stop = _min(start + plan.tile, plan.out_length)
+
+    _input_range(p, start, stop, &l_lo, &l_hi)
+    n_cols = l_hi - l_lo + 1
+    if plan.depthwise:
+        _run_depthwise_unit(p, plan, n, g_first, _min(p.groups, g_first + plan.groups_per_unit) - g_first,
+                            start, stop, l_lo, l_hi, x, sx_n, sx_c, sx_l, w, bias, out, worker)
+        return
+    if plan.direct_taps:
+        # Taps straight from x and w; the unit's groups share one call. (A call
+        # site of its own, with the pointers written out: sharing the GEMM
+        # path's pointers and call below made the depthwise layer 25% slower.)
+        _gather_phases(p, plan, bias + g_first * plan.c_out_g + co0 if bias != NULL else NULL,
+                       _min(p.groups, g_first + plan.groups_per_unit) - g_first, n_channels,
+                       start, stop, l_lo, l_hi, NULL,
+                       x + n * sx_n + g_first * plan.c_in_g * sx_c, sx_c, sx_l,
+                       w + g_first * plan.c_in_g * plan.c_out_g * K + co0 * K, phase,
+                       out + (n * p.out_channels + g_first * plan.c_out_g + co0) * plan.out_length)
+        return
+    g = g_first
+    bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
+    w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
+    if w_rows != NULL:  # rows c*K + k of the group's (C_out/g * K, C_in/g)
+        rows_block = w_rows + (g * plan.c_out_g + co0) * K * plan.c_in_g
+    copy_key = n * p.groups + g  # the input a one-tile unit lays out (n: its sample group)
+    if plan.samples_per_unit > 1:
+        _run_merged(p, plan, n * plan.samples_per_unit, g, co0, n_channels, l_lo, l_hi,
+                    x, sx_n, sx_c, sx_l, w_block, rows_block, bias_block, out, columns, copy,
+                    held_copy, copy_key)
+        return
+    out_block = out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length
+    x_group = x + n * sx_n + g * plan.c_in_g * sx_c
+    if n_cols > 0 and plan.position_major:
+        x_tile = x_group + l_lo * sx_l
+        if (plan.input_rows and sx_l == 1
+                and _blocked_either_way(n_cols, n_channels * K, plan.c_in_g)):
+            # Blocked GEMMs only: BLAS's small-matrix kernels round the two
+            # layouts differently.
+            _input_as_rows(x_tile, 0, sx_c, 1, 1, n_cols, plan.c_in_g, copy, held_copy, copy_key)
+            _columns_by_position(plan, K, copy, 1, plan.c_in_g, w_block, rows_block,
+                                 n_channels, n_cols, columns, NULL)
+        else:
+            if held_copy != NULL:
+                held_copy[0] = -1  # ``copy`` may serve as _gemm's vector
+            _columns_by_position(plan, K, x_tile, sx_c, sx_l, w_block, rows_block,
+                                 n_channels, n_cols, columns, copy)
+        _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
+                      out_block)
+        return
+    if n_cols > 0:
+        _columns_by_channel(plan, K, x_group + l_lo * sx_l, sx_c, sx_l, w_block,
+                            rows_block, n_channels, n_cols, columns, copy)
+    _gather_phases(p, plan, bias_block, 1, n_channels, start, stop, l_lo, l_hi, columns,
+                   x_group, sx_c, sx_l, w_block, phase, out_block)

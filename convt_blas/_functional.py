@@ -247,7 +247,7 @@ def conv_transpose1d_cpu(input, weight, bias, stride, padding, output_padding, g
         prepared = (weight_cache.prepared_weight(key, params, w, workers)
                     if call.takes_prepared else None)
         rows = weight_cache.weight_rows(key, params, w, workers) if takes_rows else None
-        kernels.run(call, x3, strides, w, b, result, workspace, workers, prepared, rows)
+        kernels.run_plan(call, x3, strides, w, b, result, workspace, workers, prepared, rows)
     finally:
         _threads.worker_pool.exit(workers)
 

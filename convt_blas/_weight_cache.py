@@ -66,14 +66,14 @@ class WeightCache:
         held = self.prepared
         if held is not None and held[0] is weight:
             return held[1]
-        prepared = kernels.prepare_winograd_weights(params, kernel_weight, n_threads,
+        prepared = kernels.prepare_weight(params, kernel_weight, n_threads,
                                                     winograd=True)
         if self._keep:  # read again: a switch turned off meanwhile keeps nothing
             self.prepared = (weight, prepared)
         return prepared
 
     def weight_rows(self, weight, params, kernel_weight, n_threads):
-        """``weight``'s rows (kernels.transpose_weights), kept; None on the weight's first
+        """``weight``'s rows (kernels.lay_out_weight_rows), kept; None on the weight's first
         call on the GEMM path.
 
         Laying out a weight costs up to half a call on short inputs (DAC's first
@@ -88,7 +88,7 @@ class WeightCache:
             if self._keep:
                 self.rows = (weight, None)
             return None
-        rows = kernels.transpose_weights(params, kernel_weight, n_threads)
+        rows = kernels.lay_out_weight_rows(params, kernel_weight, n_threads)
         if self._keep:
             self.rows = (weight, rows)
         return rows

@@ -48,7 +48,7 @@ def _block_part(x_block, weight, prepared, stride, groups, dilation):
 
 def _prepare(weight, params):
     """The graph's prepared weight, once (None if the layer never takes F(3,2))."""
-    return kernels.prepare_winograd_weights(params, weight)
+    return kernels.prepare_weight(params, weight)
 
 
 def _assemble(parts, spans, bias, shape, dtype):
@@ -158,7 +158,7 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     # Blocks that take F(3,2) share one prepared weight (as ConvTranspose1d keeps
     # it): made once per compute if the longest block takes it.
     _threads.configure_blas()  # whether it does depends on the BLAS found
-    if kernels.takes_prepared_weights(unpadded):
+    if kernels.takes_prepared_weight(unpadded):
         layer[prepared_key] = (_prepare, weight_key, unpadded)
     for bi, n_b in enumerate(x3.chunks[0]):
         for i, _, _ in blocks:

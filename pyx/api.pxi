@@ -59,7 +59,7 @@ cdef class CallPlan:
 def plan_call(tuple shape, bint has_prepared, winograd=None):
     """The CallPlan of a call of ``shape`` (as in plan_sizes) under the Winograd switch
     ``winograd`` (None: as set now). ``has_prepared``: the caller can bring the
-    weight transformed (prepare_winograd_weights) and its rows (transpose_weights);
+    weight transformed (prepare_weight) and its rows (lay_out_weight_rows);
     the plan says whether it takes either. Raises ValueError if the kernel refuses it."""
     cdef CallPlan call = CallPlan.__new__(CallPlan)
     cdef Plan offered
@@ -86,18 +86,18 @@ def plan_call(tuple shape, bint has_prepared, winograd=None):
 
 def takes_weight_rows(tuple shape, winograd=None):
     """Whether a call of ``shape`` that has a prepared weight but runs the GEMM path
-    (not F(3,2), not direct taps) takes the weight's rows (transpose_weights): whether
+    (not F(3,2), not direct taps) takes the weight's rows (lay_out_weight_rows): whether
     its largest GEMM reads them (_blocked_either_way)."""
     return plan_call(shape, True, winograd).takes_rows
 
 
-def takes_prepared_weights(tuple shape, winograd=None):
+def takes_prepared_weight(tuple shape, winograd=None):
     """Whether a call of ``shape`` would run F(3,2) on a prepared weight (see run)."""
     return plan_call(shape, True, winograd).takes_prepared
 
 
-def transpose_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
-    """The weight as its rows, for run's ``w_rows``: per group (C_out/g * K, C_in/g).
+def lay_out_weight_rows(tuple shape, cnp.ndarray weight, int n_threads=1):
+    """The weight as its rows, for run's ``weight_rows``: per group (C_out/g * K, C_in/g).
 
     OpenBLAS packs a GEMM operand stored this way, each row's inner size
     contiguous, faster than the (C_in/g, C_out/g * K) of the weight itself:
@@ -113,18 +113,18 @@ def transpose_weights(tuple shape, cnp.ndarray weight, int n_threads=1):
     cdef void* src = cnp.PyArray_DATA(weight)
     cdef void* dst
     if not _supported(type_num):
-        raise TypeError(f"transpose_weights: unsupported dtype {weight.dtype}")
+        raise TypeError(f"lay_out_weight_rows: unsupported dtype {weight.dtype}")
     if (weight.ndim != 3 or weight.shape[0] != shape[1] or groups < 1 or shape[1] % groups
             or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
-        raise ValueError("transpose_weights: the weight does not match the shape")
+        raise ValueError("lay_out_weight_rows: the weight does not match the shape")
     rows = cnp.PyArray_EMPTY(1, [cnp.PyArray_SIZE(weight)], type_num, 0)
     dst = cnp.PyArray_DATA(rows)
     with nogil:
-        _weight_rows_typed(type_num, src, groups, c_in_g, m, dst, n_threads)
+        _lay_out_weight_rows_typed(type_num, src, groups, c_in_g, m, dst, n_threads)
     return rows
 
 
-def plan_info(tuple shape, bint prepared=False):
+def _plan_info(tuple shape, bint prepared=False):
     """The planner's cut for ``shape`` (as in plan_sizes) as a dict, for tests and tuning."""
     cdef convt_blas_params p
     cdef Plan plan
@@ -183,7 +183,7 @@ def plan_sizes(tuple shape, bint prepared=False, winograd=None):
 
     ``shape`` is (batch, C_in, L_in, C_out, K, stride, padding,
     output_padding, dilation, groups); ``prepared``: the call passes the
-    weight transformed (prepare_winograd_weights); ``winograd``: the switch
+    weight transformed (prepare_weight); ``winograd``: the switch
     the call passes to run (None: as set now). Raises ValueError if the
     kernel refuses it.
     """
@@ -206,7 +206,7 @@ def raise_for_status(int status):
     raise ValueError(f"convt_blas kernel: {status_message(status)}")
 
 
-def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1, winograd=None):
+def prepare_weight(tuple shape, cnp.ndarray weight, int n_threads=1, winograd=None):
     """The weight transformed for F(3,2), for run's ``prepared``; None if the layer never takes it.
 
     ``shape`` as in plan_sizes (batch and length are not used); ``winograd``: the
@@ -224,7 +224,7 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1, w
     cdef int type_num = cnp.PyArray_TYPE(weight)
     cdef bint allowed = _switch(winograd)
     if not _supported(type_num):
-        raise TypeError(f"prepare_winograd_weights: unsupported dtype {weight.dtype}")
+        raise TypeError(f"prepare_weight: unsupported dtype {weight.dtype}")
     _fill_params(&p, shape)
     length = _prepared_weight_length(&p, allowed)
     if length < 0:
@@ -232,7 +232,7 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1, w
     if length == 0:
         return None
     if (cnp.PyArray_SIZE(weight) != length / 2 or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
-        raise ValueError("prepare_winograd_weights: the weight does not match the shape")
+        raise ValueError("prepare_weight: the weight does not match the shape")
     prepared = cnp.PyArray_EMPTY(1, [length], type_num, 0)
     dst = cnp.PyArray_DATA(prepared)
     with nogil:
@@ -241,16 +241,16 @@ def prepare_winograd_weights(tuple shape, cnp.ndarray weight, int n_threads=1, w
     return prepared
 
 
-def run(CallPlan call, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
-        cnp.ndarray out, cnp.ndarray workspace, int n_threads, prepared=None, w_rows=None):
+def run_plan(CallPlan call, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
+        cnp.ndarray out, cnp.ndarray workspace, int n_threads, prepared=None, weight_rows=None):
     """Run ``call``'s plan on validated arrays; releases the GIL throughout.
 
     x: element ``strides`` (batch, channel, length), unit stride on the length
     or channel axis. weight, bias, out, workspace: C-contiguous, x's dtype;
     the workspace holds n_threads (clamped to the units) workers'
-    ``call.worker_elements``. prepared: None, or prepare_winograd_weights of
-    the weight (when ``call.takes_prepared``). w_rows: None, or
-    transpose_weights of the weight, which GEMM-path plans then read.
+    ``call.worker_elements``. prepared: None, or prepare_weight of
+    the weight (when ``call.takes_prepared``). weight_rows: None, or
+    lay_out_weight_rows of the weight, which GEMM-path plans then read.
     """
     cdef int status
     cdef int type_num = cnp.PyArray_TYPE(x)
@@ -273,8 +273,8 @@ def run(CallPlan call, cnp.ndarray x, tuple strides, cnp.ndarray weight, bias,
             raise ValueError("prepared weight does not match the layer")
         pp = cnp.PyArray_DATA(held)
         prepared_len = cnp.PyArray_SIZE(held)
-    if w_rows is not None:
-        held = <cnp.ndarray?>w_rows
+    if weight_rows is not None:
+        held = <cnp.ndarray?>weight_rows
         if (cnp.PyArray_TYPE(held) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(held)
                 or cnp.PyArray_SIZE(held) != cnp.PyArray_SIZE(weight)):
             raise ValueError("weight rows do not match the layer")

@@ -107,7 +107,7 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
 
 
 cdef inline bint _blocked_either_way(int64_t m, int64_t n, int64_t k) noexcept nogil:
-    """Whether a GEMM with an m-row result may read the weight's rows (transpose_weights).
+    """Whether a GEMM with an m-row result may read the weight's rows (lay_out_weight_rows).
 
     Only GEMMs that BLAS runs blocked either way do: a blocked GEMM packs
     both layouts into the same panels, so the bits are the same. Matrix-vector
@@ -117,9 +117,9 @@ cdef inline bint _blocked_either_way(int64_t m, int64_t n, int64_t k) noexcept n
     return m > GEMV_MAX_ROWS and <double>m * <double>n * <double>k > SMALL_GEMM_WORK
 
 
-cdef inline bint _reads_rows(const scalar_t* w_rows, int64_t m, int64_t n,
+cdef inline bint _reads_rows(const scalar_t* weight_rows, int64_t m, int64_t n,
                              int64_t k) noexcept nogil:
-    return w_rows != NULL and _blocked_either_way(m, n, k)
+    return weight_rows != NULL and _blocked_either_way(m, n, k)
 
 
 
@@ -140,7 +140,7 @@ cdef inline void _transpose(const scalar_t* src, int64_t ld_src, int64_t step_sr
                 dst[j * ld_dst + i] = src[i * ld_src + j * step_src]
 
 
-cdef void _weight_rows(const scalar_t* w, int64_t groups, int64_t c_in_g, int64_t m,
+cdef void _lay_out_weight_rows(const scalar_t* w, int64_t groups, int64_t c_in_g, int64_t m,
                        scalar_t* rows, int n_threads) noexcept nogil:
     """rows[g][j, i] = W_g[i, j] for each group's (c_in_g, m) weight, in 64 x 64 tiles
     (a tile's rows and columns stay in cache), tiles shared among threads."""

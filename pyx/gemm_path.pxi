@@ -2,15 +2,15 @@
 
 cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
                               int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                              const scalar_t* w_rows, int64_t n_channels, int64_t n_cols,
+                              const scalar_t* weight_rows, int64_t n_channels, int64_t n_cols,
                               scalar_t* columns, scalar_t* scratch) noexcept nogil:
     """columns[c*K + k, l] = sum_i W_g[i, c, k] * X_g[i, l]: one row per (channel, tap).
 
-    ``w_rows``: NULL, or the block's weight rows (c*K + k, i), C_in/g long
-    (transpose_weights), read instead of ``w_block`` where _reads_rows allows.
+    ``weight_rows``: NULL, or the block's weight rows (c*K + k, i), C_in/g long
+    (lay_out_weight_rows), read instead of ``w_block`` where _reads_rows allows.
     """
-    cdef bint rows = _reads_rows(w_rows, n_channels * K, n_cols, plan.c_in_g)
-    cdef const scalar_t* w_gemm = w_rows if rows else w_block
+    cdef bint rows = _reads_rows(weight_rows, n_channels * K, n_cols, plan.c_in_g)
+    cdef const scalar_t* w_gemm = weight_rows if rows else w_block
     cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart.
@@ -24,15 +24,15 @@ cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_til
 
 cdef void _columns_by_position(const Plan* plan, int64_t K, const scalar_t* x_tile,
                                int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                               const scalar_t* w_rows, int64_t n_channels, int64_t n_cols,
+                               const scalar_t* weight_rows, int64_t n_channels, int64_t n_cols,
                                scalar_t* columns, scalar_t* scratch) noexcept nogil:
     """columns[l, c*K + k] = sum_i X_g[i, l] * W_g[i, c, k]: one row per input position.
 
-    ``w_rows`` as in _columns_by_channel.
+    ``weight_rows`` as in _columns_by_channel.
     """
     cdef int64_t m_cols = n_channels * K
-    cdef bint rows = _reads_rows(w_rows, n_cols, m_cols, plan.c_in_g)
-    cdef const scalar_t* w_gemm = w_rows if rows else w_block
+    cdef bint rows = _reads_rows(weight_rows, n_cols, m_cols, plan.c_in_g)
+    cdef const scalar_t* w_gemm = weight_rows if rows else w_block
     cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart: use its transpose.
@@ -68,7 +68,7 @@ cdef inline void _input_as_rows(const scalar_t* x, int64_t sx_n, int64_t sx_c, i
 cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_first, int64_t g,
                      int64_t co0, int64_t n_channels, int64_t l_lo, int64_t l_hi,
                      const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                     const scalar_t* w_block, const scalar_t* w_rows,
+                     const scalar_t* w_block, const scalar_t* weight_rows,
                      const scalar_t* bias_block, scalar_t* out,
                      scalar_t* columns, scalar_t* x_copy, int64_t* held_copy,
                      int64_t copy_key) noexcept nogil:
@@ -88,7 +88,7 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
         _input_as_rows(x_group, sx_n, sx_c, sx_l, count, L, plan.c_in_g, x_copy, held_copy,
                        copy_key)
         x_group, sx_c, sx_l = x_copy, 1, plan.c_in_g
-    _columns_by_position(plan, K, x_group, sx_c, sx_l, w_block, w_rows, n_channels,
+    _columns_by_position(plan, K, x_group, sx_c, sx_l, w_block, weight_rows, n_channels,
                          count * L, columns, NULL)
     for j in range(count):
         _scatter_taps(p, plan, bias_block, n_channels, 0, plan.out_length, l_lo, l_hi,
@@ -100,14 +100,14 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
 
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                    const scalar_t* w, const scalar_t* w_rows, const scalar_t* bias,
+                    const scalar_t* w, const scalar_t* weight_rows, const scalar_t* bias,
                     scalar_t* out, scalar_t* worker, int64_t* held_copy) noexcept nogil:
     """One unit: output channels [co0, co0 + n_channels) of its groups, positions [start, stop).
 
     ``worker`` is the worker's workspace: its column buffer, its copy of
     the input (merged samples', or a one-tile input as rows; else one vector
     for _gemm), then its phase rows.
-    ``w_rows``: NULL, or the weight's rows for the GEMMs (transpose_weights).
+    ``weight_rows``: NULL, or the weight's rows for the GEMMs (lay_out_weight_rows).
     ``held_copy``: NULL, or what the worker's copy holds (see _input_as_rows).
     """
     cdef int64_t K = p.kernel_size
@@ -154,8 +154,8 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     g = g_first
     bias_block = bias + g * plan.c_out_g + co0 if bias != NULL else NULL
     w_block = w + g * plan.c_in_g * plan.c_out_g * K + co0 * K
-    if w_rows != NULL:  # rows c*K + k of the group's (C_out/g * K, C_in/g)
-        rows_block = w_rows + (g * plan.c_out_g + co0) * K * plan.c_in_g
+    if weight_rows != NULL:  # rows c*K + k of the group's (C_out/g * K, C_in/g)
+        rows_block = weight_rows + (g * plan.c_out_g + co0) * K * plan.c_in_g
     copy_key = n * p.groups + g  # the input a one-tile unit lays out (n: its sample group)
     if plan.samples_per_unit > 1:
         _run_merged(p, plan, n * plan.samples_per_unit, g, co0, n_channels, l_lo, l_hi,

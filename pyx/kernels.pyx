@@ -102,9 +102,9 @@ cdef int _run_plan(const convt_blas_params* p, const Plan* plan,
                    const scalar_t* w, const scalar_t* prepared, int64_t prepared_len,
                    const scalar_t* bias, scalar_t* out,
                    scalar_t* workspace, int64_t workspace_len,
-                   int n_threads, const scalar_t* w_rows) noexcept nogil:
+                   int n_threads, const scalar_t* weight_rows) noexcept nogil:
     """Run ``plan``, made for ``p`` by _make_plan_with: checks the operands against it
-    and never plans again. ``w_rows``: NULL, or the weight as transpose_weights lays it
+    and never plans again. ``weight_rows``: NULL, or the weight as lay_out_weight_rows lays it
     out, which GEMM-path plans read instead of ``w`` (the caller checks its length)."""
     cdef int64_t per_worker, workers
     cdef bint owns_workspace = False
@@ -146,7 +146,7 @@ cdef int _run_plan(const convt_blas_params* p, const Plan* plan,
                                      per_worker * workers, n_threads)
             status = CONVT_BLAS_OK
     else:
-        _run_gemm_plan(p, plan, x, sx_n, sx_c, sx_l, w, w_rows, bias, out, workspace,
+        _run_gemm_plan(p, plan, x, sx_n, sx_c, sx_l, w, weight_rows, bias, out, workspace,
                        per_worker, workers)
     if owns_workspace:
         free(workspace)
@@ -155,7 +155,7 @@ cdef int _run_plan(const convt_blas_params* p, const Plan* plan,
 
 cdef void _run_gemm_plan(const convt_blas_params* p, const Plan* plan,
                          const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
-                         const scalar_t* w, const scalar_t* w_rows, const scalar_t* bias,
+                         const scalar_t* w, const scalar_t* weight_rows, const scalar_t* bias,
                          scalar_t* out, scalar_t* workspace, int64_t per_worker,
                          int64_t workers) noexcept nogil:
     cdef int64_t unit, worker
@@ -169,12 +169,12 @@ cdef void _run_gemm_plan(const convt_blas_params* p, const Plan* plan,
                 held_copy[worker] = -1
     if workers > 1:
         for unit in prange(plan.n_units, num_threads=<int>workers, schedule='guided'):
-            _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, w_rows, bias, out,
+            _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, weight_rows, bias, out,
                       workspace + threadid() * per_worker,
                       held_copy + threadid() if held_copy != NULL else NULL)
     else:
         for unit in range(plan.n_units):
-            _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, w_rows, bias, out, workspace,
+            _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, weight_rows, bias, out, workspace,
                       held_copy)
     free(held_copy)
 

@@ -67,7 +67,7 @@ cdef int64_t WINOGRAD_MIN_LENGTH = 512
 cdef int64_t WINOGRAD_SMALL_WEIGHT = 1 << 21
 cdef int64_t WINOGRAD_SMALL_WEIGHT_MIN_LENGTH = 256
 cdef int64_t WINOGRAD_MIN_SIDE = 64
-# With the weight transformed beforehand (prepare_winograd_weights, held by
+# With the weight transformed beforehand (prepare_weight, held by
 # convt_blas.nn.ConvTranspose1d) only the input is transformed per call.
 # Then BLAS packing twice the weight's size for four GEMMs (once for the GEMM
 # path's one) sets the break-even: measured at N = 1, from 128 positions
@@ -125,7 +125,7 @@ cdef struct Plan:
     int64_t triple_count       # winograd: triples of the whole output
     int64_t tile_triples       # winograd: triples per unit (per sample)
     bint tile_major            # winograd: units in (tile, block) order, else (block, tile)
-    bint prepared_weights      # winograd: weights come transformed (prepare_winograd_weights)
+    bint prepared_weights      # winograd: weights come transformed (prepare_weight)
     int64_t pass_components    # winograd: components transformed at a time, 4 (held) or 1
 
 

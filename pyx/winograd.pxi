@@ -27,14 +27,14 @@ cdef inline void _winograd_weight_row(const scalar_t* src, int64_t n_channels, i
 
 
 cdef void _winograd_weights(const convt_blas_params* p, int64_t c_out_g,
-                            const scalar_t* w_rows, int64_t n_rows, int64_t n_channels,
+                            const scalar_t* weight_rows, int64_t n_rows, int64_t n_channels,
                             int64_t ld, int first, int count, int64_t step,
                             scalar_t* weights) noexcept nogil:
     """``count`` of a block's four F(3,2) matrices (C_in/g, n_channels*s) from ``first`` on:
     W1, (W0+W1)/2, (W1-W0)/2 and W0 are components 0..3.
 
     W0 and W1 are the taps k < s and k >= s: W_j[i, c*s + r] = W_g[i, c, j*s + r].
-    Writes ``n_rows`` input channels from ``w_rows`` on, rows ``ld`` apart,
+    Writes ``n_rows`` input channels from ``weight_rows`` on, rows ``ld`` apart,
     matrices ``step``, input channel by input channel (its taps stay in
     cache for every component). Halving is exact, so it costs no rounding.
     """
@@ -43,7 +43,7 @@ cdef void _winograd_weights(const convt_blas_params* p, int64_t c_out_g,
     cdef const scalar_t* src
     cdef scalar_t* dst
     for i in range(n_rows):
-        src = w_rows + i * c_out_g * K
+        src = weight_rows + i * c_out_g * K
         for component in range(first, first + count):
             dst = weights + (component - first) * step + i * ld
             if s == 2:
@@ -308,7 +308,7 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     GEMM path's (README). Each product is one GEMM over the unit's triples.
     ``plan.pass_components`` (4 or 1) at a time, a worker transforms the
     block's weight (unless ``prepared``: all groups' transformed weights,
-    see prepare_winograd_weights, read in place) and its samples' input
+    see prepare_weight, read in place) and its samples' input
     tile, and multiplies them into those components' products; the four
     products are kept until the outputs combine them (see _plan_winograd).
     ``held``: the weight block and input tile the worker's workspace holds

@@ -443,7 +443,7 @@ def test_one_tile_input_laid_out_as_rows(rng, batch, c_in_g, c_out_g, k, length,
     """One-tile position-major units lay a channels-first input out as X^T rows once per
     worker: the same bits as channels-last or padded input, at any thread count."""
     shape = (batch, c_in_g * groups, length, c_out_g * groups, k, k // 2, k // 4, 0, 1, groups)
-    info = convt_blas.kernels.plan_info(shape)
+    info = convt_blas.kernels._plan_info(shape)
     assert info["input_rows"] == (batch == 1) and info["n_blocks"] > 1
     x, w, b = make_case(rng, batch, c_in_g, c_out_g, k, length, groups)
     padded = np.zeros(x.shape[:2] + (length + 3,), x.dtype)
@@ -485,13 +485,13 @@ def test_depthwise_channels_side_by_side(rng, channels, length, k, stride, paddi
         x = np.repeat(x, 2, axis=2)[:, :, ::2]
     args = dict(stride=stride, padding=padding, output_padding=output_padding, groups=channels)
     shape = (2, channels, length, channels, k, stride, padding, output_padding, 1, channels)
-    assert convt_blas.kernels.plan_info(shape)["depthwise"]
+    assert convt_blas.kernels._plan_info(shape)["depthwise"]
     y = convt_blas.conv_transpose1d(x, w, b, **args)
     assert_close(y, conv_transpose1d_reference(x, w, b, stride, padding, output_padding,
                                                groups=channels))
     convt_blas.kernels._set_depthwise_by_channels(False)
     try:
-        assert not convt_blas.kernels.plan_info(shape)["depthwise"]
+        assert not convt_blas.kernels._plan_info(shape)["depthwise"]
         convt_blas._functional._call_plan.cache_clear()
         np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, **args))
     finally:
@@ -525,7 +525,7 @@ def test_depthwise_two_taps_along_a_phase(rng, bias, channels, length, k, stride
 def test_depthwise_rule():
     """Channels side by side only where they win: short inputs, one channel in and out."""
     def depthwise(length, c_out=64, dilation=1):
-        return convt_blas.kernels.plan_info(
+        return convt_blas.kernels._plan_info(
             (1, 64, length, c_out, 6, 3, 2, 1, dilation, 64))["depthwise"]
     assert depthwise(128)
     assert not depthwise(129)  # long rows: the phase path vectorises along them

@@ -236,7 +236,7 @@ def test_c_api_prepared_weight_matches_the_layer_bitwise(built, rng, dtype, case
     assert length == 2 * w.size
     prepared = np.full(length, np.nan, dtype)
     assert h.prepare(np.dtype(dtype).char, params, w, prepared, 2) == h.OK
-    assert prepared.tobytes() == kernels.prepare_winograd_weights(params, w).tobytes()
+    assert prepared.tobytes() == kernels.prepare_weight(params, w).tobytes()
     layer = convt_blas.ConvTranspose1d(x.shape[1], spec.out_channels, w.shape[2],
                                        bias=True, dtype=dtype, **kwargs)
     layer.load_state_dict({"weight": w, "bias": b})
@@ -248,7 +248,7 @@ def test_c_api_prepared_weight_matches_the_layer_bitwise(built, rng, dtype, case
                                  prepared, b, out, workspace, n_threads)
         assert status == h.OK
         assert out.tobytes() == expected.tobytes()
-    assert kernels.takes_prepared_weights(params)
+    assert kernels.takes_prepared_weight(params)
 
 
 @contextlib.contextmanager

@@ -329,17 +329,17 @@ n_threads = int(sys.argv[1])
 rng = np.random.default_rng(0)
 shape = (1, 64, 600, 64, 4, 2, 1, 0, 1, 1)
 w = rng.standard_normal((64, 64, 4)).astype(np.float32)
-one = kernels.prepare_winograd_weights(shape, w, 1)
-assert np.array_equal(kernels.prepare_winograd_weights(shape, w, n_threads), one)
-assert np.array_equal(kernels.transpose_weights(shape, w, n_threads),
-                      kernels.transpose_weights(shape, w, 1))
+one = kernels.prepare_weight(shape, w, 1)
+assert np.array_equal(kernels.prepare_weight(shape, w, n_threads), one)
+assert np.array_equal(kernels.lay_out_weight_rows(shape, w, n_threads),
+                      kernels.lay_out_weight_rows(shape, w, 1))
 tiny = (300, 1, 2, 1, 1, 1, 0, 0, 1, 1)  # 300 batch elements of one multiply each
 x = rng.standard_normal((300, 1, 2)).astype(np.float32)
 call = kernels.plan_call(tiny, False)
 outs = []
 for threads in (1, n_threads):
     out = np.empty((300, 1, 2), np.float32)
-    kernels.run(call, x, (2, 2, 1), np.ones((1, 1, 1), np.float32), None, out,
+    kernels.run_plan(call, x, (2, 2, 1), np.ones((1, 1, 1), np.float32), None, out,
                 np.empty(call.worker_elements * 300 + 1, np.float32), threads)
     outs.append(out)
 assert np.array_equal(outs[0], x) and np.array_equal(outs[1], x)

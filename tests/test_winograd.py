@@ -12,7 +12,7 @@ from reference import conv_transpose1d_reference
 
 
 def plan(n, c_in, length, c_out, k, stride, padding=0, output_padding=0, dilation=1, groups=1):
-    return kernels.plan_info((n, c_in, length, c_out, k, stride, padding, output_padding,
+    return kernels._plan_info((n, c_in, length, c_out, k, stride, padding, output_padding,
                               dilation, groups))
 
 
@@ -183,7 +183,7 @@ def test_workspace_smaller_than_the_plan_is_refused(rng):
     w = rng.standard_normal((256, 128, 16)).astype(np.float32)
     out = np.empty((1, 128, plan(*shape)["out_length"]), np.float32)
     with pytest.raises(ValueError, match="workspace too small"):
-        kernels.run(call, x, (256 * 800, 800, 1), w, None, out,
+        kernels.run_plan(call, x, (256 * 800, 800, 1), w, None, out,
                     np.empty(gemm_elements, np.float32), 1)
 
 
@@ -221,11 +221,11 @@ def test_workspace_stays_a_few_mib_whatever_the_length(layer, prepared):
     c_in, c_out, s, p, length = layer
     for n, scale in ((1, 1), (1, 8), (4, 1)):
         shape = (n, c_in, length * scale, c_out, 2 * s, s, p, 0, 1, 1)
-        info = kernels.plan_info(shape, prepared)
+        info = kernels._plan_info(shape, prepared)
         assert info["winograd"] and info["pass_components"] in (1, 4)
         assert winograd_elements(info, s, info["pass_components"], prepared) <= 2 ** 20
         assert kernels.plan_sizes(shape, prepared)[1] * 4 <= 4.1 * 2 ** 20
-    assert winograd_elements(kernels.plan_info(shape, prepared), s, 4, prepared) > 2 ** 20 or prepared
+    assert winograd_elements(kernels._plan_info(shape, prepared), s, 4, prepared) > 2 ** 20 or prepared
 
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[6]])
@@ -237,13 +237,13 @@ def test_one_component_at_a_time_keeps_the_bits(rng, case):
     x, w, b = make_case(rng, n, c_in_g, c_out_g, 2 * s, length, groups)
     args = (s, p, op, groups)
     for prepared in (False, True):
-        info = kernels.plan_info(shape, prepared)
+        info = kernels._plan_info(shape, prepared)
         assert info["pass_components"] == 4
         apply = layer_with(w, b, *args) if prepared else (
             lambda v: convt_blas.conv_transpose1d(v, w, b, *args))
         y = apply(x)
         with winograd_workspace(winograd_elements(info, s, 1, prepared)):
-            one = kernels.plan_info(shape, prepared)
+            one = kernels._plan_info(shape, prepared)
             assert one["pass_components"] == 1
             for key in ("block_channels", "tile_triples", "samples_per_unit", "tile_major"):
                 assert one[key] == info[key]
@@ -345,15 +345,15 @@ def layer_with(w, b, stride, padding=0, output_padding=0, groups=1):
 
 def test_prepared_rule():
     shape = (1, 256, 128, 128, 16, 8, 4, 0, 1, 1)
-    assert kernels.takes_prepared_weights(shape) and kernels.plan_info(shape, True)["winograd"]
+    assert kernels.takes_prepared_weight(shape) and kernels._plan_info(shape, True)["winograd"]
     assert not plan(*shape)["winograd"]  # the function transforms per call: 512 and up
-    assert not kernels.takes_prepared_weights((1, 256, 127, 128, 16, 8, 4, 0, 1, 1))
-    assert not kernels.takes_prepared_weights((1, 256, 800, 128, 15, 8, 4, 0, 1, 1))
+    assert not kernels.takes_prepared_weight((1, 256, 127, 128, 16, 8, 4, 0, 1, 1))
+    assert not kernels.takes_prepared_weight((1, 256, 800, 128, 15, 8, 4, 0, 1, 1))
     with plain_path():
-        assert not kernels.takes_prepared_weights(shape)
+        assert not kernels.takes_prepared_weight(shape)
     # The rule does not look at the batch: results keep their bits for any split.
-    assert kernels.takes_prepared_weights((16,) + shape[1:])
-    assert kernels.prepare_winograd_weights((1, 256, 1, 128, 15, 8, 4, 0, 1, 1),
+    assert kernels.takes_prepared_weight((16,) + shape[1:])
+    assert kernels.prepare_weight((1, 256, 1, 128, 15, 8, 4, 0, 1, 1),
                                             np.zeros((256, 128, 15), np.float32)) is None
 
 
@@ -461,12 +461,12 @@ def test_layer_non_finite_values(rng):
 def test_prepared_weight_of_another_layer_is_refused(rng):
     shape = (1, 128, 200, 64, 8, 4, 2, 0, 1, 1)
     x, w, b = make_case(rng, 1, 128, 64, 8, 200, 1)
-    other = kernels.prepare_winograd_weights((1, 128, 200, 32, 8, 4, 2, 0, 1, 1), w[:, :32].copy())
+    other = kernels.prepare_weight((1, 128, 200, 32, 8, 4, 2, 0, 1, 1), w[:, :32].copy())
     out = np.empty((1, 64, plan(*shape)["out_length"]), np.float32)
     workspace = np.empty(kernels.plan_sizes(shape, True)[1], np.float32)
     for prepared in (other, other.astype(np.float64), np.zeros(2 * w.size, np.float32)[::2]):
         with pytest.raises(ValueError, match="prepared weight"):
-            kernels.run(kernels.plan_call(shape, True), x, (128 * 200, 200, 1), w, b, out,
+            kernels.run_plan(kernels.plan_call(shape, True), x, (128 * 200, 200, 1), w, b, out,
                         workspace, 1, prepared)
 
 
@@ -486,9 +486,9 @@ def test_layer_can_keep_no_transform(rng):
 def test_prepared_weight_is_the_same_for_any_thread_count(rng):
     shape = (1, 96 * 3, 200, 40 * 3, 8, 4, 2, 0, 1, 3)  # three groups, rows in chunks
     _, w, _ = make_case(rng, 1, 96, 40, 8, 200, 3)
-    one = kernels.prepare_winograd_weights(shape, w, 1)
+    one = kernels.prepare_weight(shape, w, 1)
     for threads in (2, 3):
-        np.testing.assert_array_equal(kernels.prepare_winograd_weights(shape, w, threads), one)
+        np.testing.assert_array_equal(kernels.prepare_weight(shape, w, threads), one)
     # Group 1's W1 (taps s..2s-1) row i, channel c at [4*g*step + i*ld + c*s + r].
     ld, step = 40 * 4, 96 * 40 * 4
     np.testing.assert_array_equal(one[4 * step + 5 * ld: 4 * step + 6 * ld],
@@ -534,7 +534,7 @@ def test_layer_random_configurations(seed):
     assert (layer._weight_cache.prepared is not None) == (length >= 128)
 
 
-# The GEMM path on the weight's rows (kernels.transpose_weights), which the layer keeps for
+# The GEMM path on the weight's rows (kernels.lay_out_weight_rows), which the layer keeps for
 # calls that do not take F(3,2): BLAS packs it faster, and the results keep their bits.
 
 ROWS_CASES = [  # (n, c_in_g, c_out_g, k, stride, padding, length, groups, channels_last, merged)
@@ -555,7 +555,7 @@ def test_weight_rows_give_the_same_bits(rng, case, dtype):
     shape = (n, c_in_g * groups, length, c_out_g * groups, k, s, p, 0, 1, groups)
     assert kernels.takes_weight_rows(shape)
     assert plan(*shape)["samples_per_unit"] == merged
-    rows = kernels.transpose_weights(shape, w)
+    rows = kernels.lay_out_weight_rows(shape, w)
     assert rows[:c_in_g].tolist() == w[:c_in_g, 0, 0].tolist()  # (C_out/g * K, C_in/g) per group
     out_length = plan(*shape)["out_length"]
     strides = tuple(step // x.itemsize for step in x.strides)
@@ -563,15 +563,15 @@ def test_weight_rows_give_the_same_bits(rng, case, dtype):
     for weight_rows in (None, rows):
         out = np.empty((n, c_out_g * groups, out_length), dtype)
         workspace = np.empty(kernels.plan_sizes(shape)[1] * 2, dtype)
-        kernels.run(kernels.plan_call(shape, False), x, strides, w, b, out, workspace, 2, None, weight_rows)
+        kernels.run_plan(kernels.plan_call(shape, False), x, strides, w, b, out, workspace, 2, None, weight_rows)
         results.append(out)
     np.testing.assert_array_equal(results[1], results[0])
     assert_close(results[1], conv_transpose1d_reference(x, w, b, s, p, groups=groups), dtype)
     # The GEMMs read the rows, not the weight: rows of 2w give exactly twice the taps.
     doubled, plain = np.empty_like(results[0]), np.empty_like(results[0])
-    kernels.run(kernels.plan_call(shape, False), x, strides, w, None, plain, workspace, 2)
-    kernels.run(kernels.plan_call(shape, False), x, strides, w, None, doubled, workspace, 2, None,
-                kernels.transpose_weights(shape, 2 * w))
+    kernels.run_plan(kernels.plan_call(shape, False), x, strides, w, None, plain, workspace, 2)
+    kernels.run_plan(kernels.plan_call(shape, False), x, strides, w, None, doubled, workspace, 2, None,
+                kernels.lay_out_weight_rows(shape, 2 * w))
     np.testing.assert_array_equal(doubled, 2 * plain)
 
 
@@ -583,12 +583,12 @@ def test_weight_rows_rule_and_checks(rng):
     x, w, b = make_case(rng, 1, 128, 64, 16, 100, 1)
     out = np.empty((1, 64, plan(*shape)["out_length"]), np.float32)
     workspace = np.empty(kernels.plan_sizes(shape)[1], np.float32)
-    rows = kernels.transpose_weights(shape, w)
+    rows = kernels.lay_out_weight_rows(shape, w)
     np.testing.assert_array_equal(rows, w.reshape(128, -1).T.ravel())
-    np.testing.assert_array_equal(kernels.transpose_weights(shape, w, 2), rows)
+    np.testing.assert_array_equal(kernels.lay_out_weight_rows(shape, w, 2), rows)
     for wrong in (rows[:-1], rows.astype(np.float64), np.zeros(2 * w.size, np.float32)[::2]):
         with pytest.raises(ValueError, match="weight rows"):
-            kernels.run(kernels.plan_call(shape, False), x, (128 * 100, 100, 1), w, b, out,
+            kernels.run_plan(kernels.plan_call(shape, False), x, (128 * 100, 100, 1), w, b, out,
                         workspace, 1, None, wrong)
 
 

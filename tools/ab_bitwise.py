@@ -194,7 +194,7 @@ def _plans(convt_blas, case, prepared):
     """Informational tags of the plans the case's kernel calls take (not compared):
     read through the kernel's planner, when this build exposes it."""
     kernels = getattr(convt_blas, "kernels", None)
-    plan_info = getattr(kernels, "plan_info", None)
+    plan_info = getattr(kernels, "_plan_info", None) or getattr(kernels, "plan_info", None)
     if plan_info is None:
         return []
     tags = set()

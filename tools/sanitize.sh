@@ -100,15 +100,11 @@ import sys
 import numpy as np
 from convt_blas import kernels
 params = (1, 1, 64, 1, 3, 1, 0, 0, 1, 1)  # output length 66
-if hasattr(kernels, "plan_call"):  # run takes the plan of the call, made once
-    plan = kernels.plan_call(params, False)
-    workspace = np.empty(plan.worker_elements, np.float32)
-else:  # run takes the shape and plans it
-    plan = params
-    workspace = np.empty(kernels.plan_sizes(params)[1], np.float32)
+plan = kernels.plan_call(params, False)
+workspace = np.empty(plan.worker_elements, np.float32)
 out = eval(sys.argv[1])
-kernels.run(plan, np.ones((1, 1, 64), np.float32), (64, 64, 1),
-            np.ones((1, 1, 3), np.float32), None, out, workspace, 1)
+kernels.run_plan(plan, np.ones((1, 1, 64), np.float32), (64, 64, 1),
+                 np.ones((1, 1, 3), np.float32), None, out, workspace, 1)
 EOF
     ); then
         echo "sanitize.sh: the $1 canary ran to its end" >&2

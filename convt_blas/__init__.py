@@ -8,6 +8,7 @@
 """
 import os
 
+from ._backward import conv_transpose1d_backward
 from ._functional import conv_transpose1d, get_winograd, set_winograd
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from ._validation import output_length
@@ -17,6 +18,7 @@ from .stream import ConvTranspose1dStream
 __version__ = "0.1.0"
 __all__ = [
     "conv_transpose1d",
+    "conv_transpose1d_backward",
     "ConvTranspose1d",
     "ConvTranspose1dStream",
     "output_length",

@@ -255,8 +255,8 @@ def run_plan(CallPlan call, cnp.ndarray x, tuple strides, cnp.ndarray weight, bi
     cdef int status
     cdef int type_num = cnp.PyArray_TYPE(x)
     cdef int64_t sx_n, sx_c, sx_l
-    cdef void* xp = cnp.PyArray_DATA(x)
-    cdef void* wp = cnp.PyArray_DATA(weight)
+    cdef void* xp = NULL if x is None else cnp.PyArray_DATA(<cnp.ndarray?>x)
+    cdef void* wp = NULL if weight is None else cnp.PyArray_DATA(<cnp.ndarray?>weight)
     cdef void* pp = NULL
     cdef void* rp = NULL
     cdef int64_t prepared_len = 0
@@ -282,4 +282,75 @@ def run_plan(CallPlan call, cnp.ndarray x, tuple strides, cnp.ndarray weight, bi
     with nogil:
         status = _run_plan_typed(type_num, &call.params, &call.plan, xp, sx_n, sx_c, sx_l, wp,
                                  pp, prepared_len, bp, op, wsp, ws_len, n_threads, rp)
+    raise_for_status(status)
+
+
+cdef int _backward_plan_or_raise(tuple shape, convt_blas_params* p,
+                                 BackwardPlan* plan) except -1:
+    _fill_params(p, shape)
+    raise_for_status(_make_backward_plan(p, plan))
+    return 0
+
+
+def backward_sizes(tuple shape):
+    """The backward pass's cut for ``shape`` (as in plan_sizes, batch of at least 1):
+    (grad_input units, its workspace elements per worker, grad_weight units, its
+    workspace elements per worker). Raises ValueError if the kernel refuses it."""
+    cdef convt_blas_params p
+    cdef BackwardPlan plan
+    _backward_plan_or_raise(shape, &p, &plan)
+    return (plan.input_units, plan.input_worker_elements, plan.weight_units,
+            plan.weight_worker_elements)
+
+
+def _backward_plan_info(tuple shape):
+    """The BackwardPlan struct of ``shape`` as a dict, for tests and tuning."""
+    cdef convt_blas_params p
+    cdef BackwardPlan plan
+    _backward_plan_or_raise(shape, &p, &plan)
+    return plan
+
+
+def run_backward(tuple shape, cnp.ndarray grad_output, x, weight, grad_input, grad_weight,
+                 cnp.ndarray workspace, int n_threads):
+    """grad_input and grad_weight (either may be None: not computed) of ``shape``.
+
+    Validated, C-contiguous arrays of one supported dtype: grad_output
+    (N, C_out, L_out); x (N, C_in, L_in), read for grad_weight (else may be
+    None); weight (C_in, C_out/g, K), read for grad_input (else may be None);
+    complex callers pass both
+    conjugated. grad_input (N, C_in, L_in) and grad_weight (C_in, C_out/g, K)
+    are overwritten. The workspace holds n_threads (clamped to the units)
+    workers' elements of backward_sizes. Releases the GIL throughout.
+    """
+    cdef convt_blas_params p
+    cdef BackwardPlan plan
+    cdef int status
+    cdef int type_num = cnp.PyArray_TYPE(grad_output)
+    cdef cnp.ndarray gi = None if grad_input is None else <cnp.ndarray?>grad_input
+    cdef cnp.ndarray gw = None if grad_weight is None else <cnp.ndarray?>grad_weight
+    cdef void* gop = cnp.PyArray_DATA(grad_output)
+    cdef void* xp = NULL if x is None else cnp.PyArray_DATA(<cnp.ndarray?>x)
+    cdef void* wp = NULL if weight is None else cnp.PyArray_DATA(<cnp.ndarray?>weight)
+    cdef void* gip = NULL if gi is None else cnp.PyArray_DATA(gi)
+    cdef void* gwp = NULL if gw is None else cnp.PyArray_DATA(gw)
+    cdef void* wsp = cnp.PyArray_DATA(workspace)
+    cdef int64_t ws_len = cnp.PyArray_SIZE(workspace)
+    if not _supported(type_num):
+        raise TypeError(f"run_backward: unsupported dtype {grad_output.dtype}")
+    _backward_plan_or_raise(shape, &p, &plan)
+    if (gi is not None and weight is None) or (gw is not None and x is None):
+        raise ValueError("run_backward: grad_input needs the weight, grad_weight the input")
+    for arr, size in ((grad_output, p.batch * p.out_channels * output_length(&p)),
+                      (x, p.batch * p.in_channels * p.in_length),
+                      (weight, p.in_channels * plan.rows), (gi, p.batch * p.in_channels * p.in_length),
+                      (gw, p.in_channels * plan.rows), (workspace, None)):
+        if arr is None:
+            continue
+        if (cnp.PyArray_TYPE(arr) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or (size is not None and cnp.PyArray_SIZE(arr) != size)):
+            raise ValueError("run_backward: an array does not match the shape")
+    with nogil:
+        status = _run_backward_typed(type_num, &p, &plan, gop, xp, wp, gip, gwp, wsp, ws_len,
+                                     n_threads)
     raise_for_status(status)

@@ -72,6 +72,7 @@ include "col2im.pxi"
 include "gemm_path.pxi"
 include "depthwise.pxi"
 include "winograd.pxi"
+include "backward.pxi"
 
 
 cdef int _conv_transpose1d(const convt_blas_params* p,

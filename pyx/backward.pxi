@@ -1,0 +1,253 @@
+# The backward pass: gradients of the transposed convolution with respect to its
+# input and weight (the bias's is a plain sum, left to NumPy by the caller).
+#
+# For each batch element n and group g, with cols = im2col(grad_output) of
+# (C_out/g * K) rows by input positions (row co*K + k, column l holds
+# grad_output[n, g*C_out/g + co, l*stride + k*dilation - padding], zero outside):
+#
+#     grad_input[n, g]  = W_g @ cols             (C_in/g x L_in)
+#     grad_weight[g]   += X[n, g] @ cols^T       (C_in/g x C_out/g * K)
+#
+# grad_input is cut into units of (batch element, group, tile of input
+# positions), each owning its block of grad_input. grad_weight is cut into
+# (group, block of input channels, block of output channels) units, each
+# owning its block of grad_weight and summing the batch and the tiles in
+# one fixed order. No cut depends on the thread count, so results are
+# bitwise identical for any number of threads. Complex gradients are
+# conjugate Wirtinger (torch's): the caller passes conj(W) and conj(X).
+
+ctypedef struct BackwardPlan:
+    int64_t c_in_g
+    int64_t c_out_g
+    int64_t rows                   # C_out/g * K: the im2col rows of a whole group
+    # grad_input: units of (n, g, tile)
+    int64_t input_tile             # input positions per tile
+    int64_t input_tiles
+    int64_t input_units
+    int64_t input_worker_elements  # the tile's im2col buffer
+    # grad_weight: units of (g, block of C_in/g, block of C_out/g)
+    int64_t in_block
+    int64_t in_blocks
+    int64_t out_block
+    int64_t out_blocks
+    int64_t weight_tile
+    int64_t weight_tiles
+    int64_t weight_units
+    int64_t weight_worker_elements  # im2col buffer and one partial product
+
+
+# A worker's im2col buffer stays near WORKSPACE_TARGET elements (2 MiB of float32):
+# tiles of at least BACKWARD_MIN_TILE positions keep the GEMMs' sides long
+# enough for BLAS, even where a group's rows alone pass the target.
+cdef int64_t BACKWARD_MIN_TILE = 32
+# grad_weight's units per layer when the work is large enough to share:
+# blocks of at least MIN_GEMM_SIDE rows or columns each.
+cdef int64_t BACKWARD_WEIGHT_UNITS = 16
+
+
+cdef inline int64_t _backward_tile(int64_t rows, int64_t length) noexcept nogil:
+    return _max(1, _min(length, _max(BACKWARD_MIN_TILE, WORKSPACE_TARGET / _max(1, rows))))
+
+
+cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noexcept nogil:
+    """Validate ``p`` and cut both gradients into units (never by the thread count)."""
+    cdef int64_t K = p.kernel_size, out_length, wanted, blocks
+    cdef double flops
+    if (p.batch < 0 or p.in_channels < 1 or p.out_channels < 1 or K < 1 or p.stride < 1
+            or p.padding < 0 or p.output_padding < 0 or p.dilation < 1 or p.groups < 1
+            or p.in_channels % p.groups or p.out_channels % p.groups or p.in_length < 1):
+        return CONVT_BLAS_ERR_BAD_SHAPE
+    out_length = output_length(p)
+    if out_length < 1:
+        return CONVT_BLAS_ERR_BAD_SHAPE
+    plan.c_in_g = p.in_channels / p.groups
+    plan.c_out_g = p.out_channels / p.groups
+    if _mul_overflows(plan.c_out_g, K):
+        return CONVT_BLAS_ERR_OVERFLOW
+    plan.rows = plan.c_out_g * K
+    # Every GEMM side and leading dimension is a BLAS int.
+    if (plan.rows > INT_MAX or plan.c_in_g > INT_MAX or p.in_length > INT_MAX
+            or _mul_overflows(plan.rows, BACKWARD_MIN_TILE)):
+        return CONVT_BLAS_ERR_OVERFLOW
+
+    plan.input_tile = _backward_tile(plan.rows, p.in_length)
+    plan.input_tiles = _ceil_div(p.in_length, plan.input_tile)
+    if (_mul_overflows(p.batch, p.groups)
+            or _mul_overflows(p.batch * p.groups, plan.input_tiles)):
+        return CONVT_BLAS_ERR_OVERFLOW
+    plan.input_units = p.batch * p.groups * plan.input_tiles
+    plan.input_worker_elements = plan.rows * plan.input_tile
+
+    # Blocks of output channels first (each im2col row is made by one unit),
+    # then of input channels, until the layer has BACKWARD_WEIGHT_UNITS units;
+    # small layers stay one unit per group.
+    flops = 2.0 * p.batch * p.in_length * plan.c_in_g * plan.rows * p.groups
+    wanted = 1
+    if flops >= 2 * MIN_UNIT_FLOPS:
+        wanted = _ceil_div(BACKWARD_WEIGHT_UNITS, p.groups)
+    blocks = _max(1, _min(wanted, _min(plan.c_out_g, plan.rows / MIN_GEMM_SIDE)))
+    plan.out_block = _ceil_div(plan.c_out_g, blocks)
+    plan.out_blocks = _ceil_div(plan.c_out_g, plan.out_block)
+    wanted = _ceil_div(wanted, plan.out_blocks)
+    blocks = _max(1, _min(wanted, plan.c_in_g / MIN_GEMM_SIDE))
+    plan.in_block = _ceil_div(plan.c_in_g, blocks)
+    plan.in_blocks = _ceil_div(plan.c_in_g, plan.in_block)
+    plan.weight_units = p.groups * plan.in_blocks * plan.out_blocks
+    plan.weight_tile = _backward_tile(plan.out_block * K, p.in_length)
+    plan.weight_tiles = _ceil_div(p.in_length, plan.weight_tile)
+    plan.weight_worker_elements = plan.out_block * K * (plan.weight_tile + plan.in_block)
+    return CONVT_BLAS_OK
+
+
+cdef inline void _im2col_grad_output(const scalar_t* grad_rows, int64_t channels,
+                                     int64_t out_length, const convt_blas_params* p,
+                                     int64_t first, int64_t count,
+                                     scalar_t* cols) noexcept nogil:
+    """cols[c*K + k, j] = grad_rows[c, (first + j)*stride + k*dilation - padding], zero
+    outside the output: ``channels`` rows of grad_output, ``count`` input positions."""
+    cdef int64_t c, k, j, offset, lo, hi, s = p.stride
+    cdef const scalar_t* src
+    cdef scalar_t* dst
+    for c in range(channels):
+        for k in range(p.kernel_size):
+            src = grad_rows + c * out_length
+            dst = cols + (c * p.kernel_size + k) * count
+            offset = k * p.dilation - p.padding + first * s
+            # The columns whose position j*s + offset lies in [0, out_length).
+            lo = _min(count, _max(0, _ceil_div(-offset, s)))
+            hi = _max(lo, _min(count, _floor_div(out_length - 1 - offset, s) + 1))
+            for j in range(lo):
+                dst[j] = 0
+            if s == 1:
+                for j in range(lo, hi):
+                    dst[j] = src[j + offset]
+            else:
+                for j in range(lo, hi):
+                    dst[j] = src[j * s + offset]
+            for j in range(hi, count):
+                dst[j] = 0
+
+
+cdef void _grad_input_unit(const convt_blas_params* p, const BackwardPlan* plan, int64_t unit,
+                           const scalar_t* grad_output, const scalar_t* w,
+                           scalar_t* grad_input, scalar_t* cols) noexcept nogil:
+    """grad_input[n, g, tile] = W_g @ im2col(grad_output[n, g]) for one unit."""
+    cdef int64_t out_length = output_length(p)
+    cdef int64_t tile = unit % plan.input_tiles
+    cdef int64_t ng = unit / plan.input_tiles
+    cdef int64_t n = ng / p.groups, g = ng % p.groups
+    cdef int64_t first = tile * plan.input_tile
+    cdef int64_t count = _min(plan.input_tile, p.in_length - first)
+    _im2col_grad_output(grad_output + (n * p.out_channels + g * plan.c_out_g) * out_length,
+                        plan.c_out_g, out_length, p, first, count, cols)
+    _gemm(False, False, <int>plan.c_in_g, <int>count, <int>plan.rows,
+          w + g * plan.c_in_g * plan.rows, <int>plan.rows, cols, <int>count,
+          grad_input + (n * p.in_channels + g * plan.c_in_g) * p.in_length + first,
+          <int>p.in_length, <scalar_t*>NULL)
+
+
+cdef void _grad_weight_unit(const convt_blas_params* p, const BackwardPlan* plan, int64_t unit,
+                            const scalar_t* grad_output, const scalar_t* x,
+                            scalar_t* grad_weight, scalar_t* workspace) noexcept nogil:
+    """One block of grad_weight: the sum over the batch, then the tiles, of
+    X[n, g, block, tile] @ im2col(grad_output[n, g, block, tile])^T."""
+    cdef int64_t out_length = output_length(p), K = p.kernel_size
+    cdef int64_t o_block = unit % plan.out_blocks
+    cdef int64_t rest = unit / plan.out_blocks
+    cdef int64_t i_block = rest % plan.in_blocks, g = rest / plan.in_blocks
+    cdef int64_t co = o_block * plan.out_block, ci = i_block * plan.in_block
+    cdef int64_t out_count = _min(plan.out_block, plan.c_out_g - co)
+    cdef int64_t in_count = _min(plan.in_block, plan.c_in_g - ci)
+    cdef int64_t block_rows = out_count * K
+    cdef int64_t n, tile, first, count, i, j
+    cdef scalar_t* cols = workspace
+    cdef scalar_t* partial = workspace + plan.out_block * K * plan.weight_tile
+    cdef scalar_t* dst = grad_weight + (g * plan.c_in_g + ci) * plan.rows + co * K
+    cdef scalar_t* row
+    cdef bint first_product = True
+    for n in range(p.batch):
+        for tile in range(plan.weight_tiles):
+            first = tile * plan.weight_tile
+            count = _min(plan.weight_tile, p.in_length - first)
+            _im2col_grad_output(
+                grad_output + (n * p.out_channels + g * plan.c_out_g + co) * out_length,
+                out_count, out_length, p, first, count, cols)
+            # The first product lands in place; later ones are added in order.
+            _gemm(False, True, <int>in_count, <int>block_rows, <int>count,
+                  x + (n * p.in_channels + g * plan.c_in_g + ci) * p.in_length + first,
+                  <int>p.in_length, cols, <int>count,
+                  dst if first_product else partial,
+                  <int>(plan.rows if first_product else block_rows), <scalar_t*>NULL)
+            if not first_product:
+                for i in range(in_count):
+                    row = dst + i * plan.rows
+                    for j in range(block_rows):
+                        row[j] = row[j] + partial[i * block_rows + j]
+            first_product = False
+
+
+cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
+                       const scalar_t* grad_output, const scalar_t* x, const scalar_t* w,
+                       scalar_t* grad_input, scalar_t* grad_weight,
+                       scalar_t* workspace, int64_t workspace_len,
+                       int n_threads) noexcept nogil:
+    """grad_input (if not NULL; needs ``w``) and grad_weight (if not NULL; needs ``x``).
+
+    grad_output, x: C-contiguous (N, C_out, L_out) and (N, C_in, L_in); w:
+    C-contiguous (C_in, C_out/g, K), conjugated by the caller for complex;
+    grad_input, grad_weight: C-contiguous, fully overwritten. The workspace
+    holds ``n_threads`` (clamped) workers' largest worker_elements.
+    """
+    cdef int64_t unit, units, per_worker, workers
+    per_worker = _max(plan.input_worker_elements if grad_input != NULL else 0,
+                      plan.weight_worker_elements if grad_weight != NULL else 0)
+    units = _max(plan.input_units if grad_input != NULL else 0,
+                 plan.weight_units if grad_weight != NULL else 0)
+    workers = _max(1, _min(_thread_count(n_threads), units))
+    if workspace_len < per_worker * workers:
+        return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
+    if grad_input != NULL and plan.input_units:
+        if workers > 1:
+            for unit in prange(plan.input_units, num_threads=<int>workers, schedule='guided'):
+                _grad_input_unit(p, plan, unit, grad_output, w, grad_input,
+                                 workspace + threadid() * per_worker)
+        else:
+            for unit in range(plan.input_units):
+                _grad_input_unit(p, plan, unit, grad_output, w, grad_input, workspace)
+    if grad_weight != NULL:
+        if p.batch == 0:
+            for unit in range(p.in_channels * plan.rows):
+                grad_weight[unit] = 0
+        elif workers > 1:
+            for unit in prange(plan.weight_units, num_threads=<int>workers, schedule='guided'):
+                _grad_weight_unit(p, plan, unit, grad_output, x, grad_weight,
+                                  workspace + threadid() * per_worker)
+        else:
+            for unit in range(plan.weight_units):
+                _grad_weight_unit(p, plan, unit, grad_output, x, grad_weight, workspace)
+    return CONVT_BLAS_OK
+
+
+cdef int _run_backward_typed(int type_num, const convt_blas_params* p, const BackwardPlan* plan,
+                             const void* grad_output, const void* x, const void* w,
+                             void* grad_input, void* grad_weight, void* workspace,
+                             int64_t workspace_len, int n_threads) noexcept nogil:
+    if type_num == cnp.NPY_FLOAT32:
+        return _run_backward(p, plan, <const float*>grad_output, <const float*>x,
+                             <const float*>w, <float*>grad_input, <float*>grad_weight,
+                             <float*>workspace, workspace_len, n_threads)
+    if type_num == cnp.NPY_FLOAT64:
+        return _run_backward(p, plan, <const double*>grad_output, <const double*>x,
+                             <const double*>w, <double*>grad_input, <double*>grad_weight,
+                             <double*>workspace, workspace_len, n_threads)
+    if type_num == cnp.NPY_COMPLEX64:
+        return _run_backward(p, plan, <const float complex*>grad_output,
+                             <const float complex*>x, <const float complex*>w,
+                             <float complex*>grad_input, <float complex*>grad_weight,
+                             <float complex*>workspace, workspace_len, n_threads)
+    if type_num == cnp.NPY_COMPLEX128:
+        return _run_backward(p, plan, <const double complex*>grad_output,
+                             <const double complex*>x, <const double complex*>w,
+                             <double complex*>grad_input, <double complex*>grad_weight,
+                             <double complex*>workspace, workspace_len, n_threads)
+    return CONVT_BLAS_ERR_BAD_SHAPE

@@ -4,12 +4,22 @@ The arguments are checked as the forward's are (convt_blas._validation) plus
 grad_output's shape; the nogil kernels (pyx/backward.pxi) then compute
 grad_input and grad_weight, and NumPy sums grad_bias.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _threads, kernels
 from ._memory import check_fits, fresh_copy
 from ._validation import (HALF, SUPPORTED_DTYPES, as_array, astype_hint, check_arguments,
                           check_dtypes, native)
+
+
+class Gradients(NamedTuple):
+    """A layer's gradients (:meth:`convt_blas.ConvTranspose1d.backward`)."""
+
+    input: np.ndarray
+    weight: np.ndarray
+    bias: object  # numpy.ndarray, or None for a layer without bias
 
 
 def _output_mask(mask):

@@ -12,8 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._backward import Gradients, conv_transpose1d_backward
 from ._functional import conv_transpose1d, conv_transpose1d_cpu
-from ._validation import (SUPPORTED_DTYPES, SUPPORTED_NAMES, as_array, check_parameters,
+from ._validation import (SUPPORTED_NAMES, as_array, check_parameters, is_supported,
                           host_array, output_length, parameters_repr, single)
 from ._weight_cache import WeightCache
 
@@ -174,7 +175,7 @@ class ConvTranspose1d:
         self.dilation = (single(dilation, "dilation"),)
         self.padding_mode = padding_mode
         self.dtype = np.dtype(dtype)
-        if self.dtype not in SUPPORTED_DTYPES:
+        if not is_supported(self.dtype):
             raise TypeError(f"dtype {self.dtype} is not supported; use {SUPPORTED_NAMES}")
         # The functional's own range checks (stride, padding, output_padding,
         # dilation) and messages.
@@ -279,7 +280,7 @@ class ConvTranspose1d:
         arr = host_array(value, key)
         if not np.can_cast(arr.dtype, self.dtype, "safe"):
             hint = (f" (build it with dtype={arr.dtype} to keep that precision)"
-                    if arr.dtype in SUPPORTED_DTYPES else "")
+                    if is_supported(arr.dtype) else "")
             raise TypeError(f"dtype mismatch for {key}: got {arr.dtype}, "
                             f"the layer holds {self.dtype}{hint}")
         if arr.shape != tuple(shape):
@@ -556,6 +557,40 @@ class ConvTranspose1d:
                                     cache if cache.keep else None)
 
     forward = __call__
+
+    def backward(self, input, grad_output, output_size=None):
+        """The loss's gradients for a forward call's input and this layer's parameters:
+        :func:`convt_blas.conv_transpose1d_backward` with the layer's parameters.
+
+        Parameters
+        ----------
+        input : array_like
+            The forward call's input.
+        grad_output : array_like
+            The loss's gradient with respect to that call's output (of its shape).
+        output_size : optional
+            As the forward call's.
+
+        Returns
+        -------
+        Gradients
+            A named tuple ``(input, weight, bias)``; ``bias`` is None without a bias.
+
+        Examples
+        --------
+        >>> import numpy as np, convt_blas
+        >>> up = convt_blas.ConvTranspose1d(4, 2, kernel_size=3, stride=2, rng=0)
+        >>> x = np.ones((1, 4, 10), np.float32)
+        >>> grads = up.backward(x, np.ones_like(up(x)))
+        >>> grads.input.shape, grads.weight.shape, grads.bias
+        ((1, 4, 10), (4, 2, 3), array([21., 21.], dtype=float32))
+        """
+        weight, bias = self._params
+        x = as_array(input, "input")
+        return Gradients(*conv_transpose1d_backward(
+            grad_output, x, weight, self.stride, self.padding,
+            self._output_padding_for(x, output_size), self.groups, self.dilation,
+            output_mask=(True, True, bias is not None)))
 
     def __repr__(self):
         return parameters_repr(self, self.bias is not None)

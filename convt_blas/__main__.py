@@ -3,7 +3,8 @@
 For each built-in layer (HiFi-GAN V1 and EnCodec 24 kHz decoders) it runs
 conv_transpose1d, checks the result against the float64 reference from the
 definition, and reports time and GFLOP/s, with torch's time beside it when
-torch is installed.
+torch is installed, and ONNX Runtime's (a one-node ConvTranspose model) when
+onnx and onnxruntime are.
 """
 import argparse
 import sys
@@ -24,11 +25,39 @@ def _layer_arrays(layer, rng, dtype=np.float32):
     return x, w, b
 
 
+def _onnxruntime_call(layer, x, w, b):
+    """ONNX Runtime running ``layer`` as a one-node ConvTranspose model, 1 session thread
+    per op as convt_blas's own count; None without onnx or onnxruntime."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"],
+                            kernel_shape=[layer.kernel_size], strides=[layer.stride],
+                            pads=[layer.padding, layer.padding],
+                            output_padding=[layer.output_padding], group=layer.groups)
+    graph = helper.make_graph(
+        [node], "conv_transpose1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = convt_blas.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"x": x})[0]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m convt_blas", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=0.5,
                         help="minimum timing time per layer (default 0.5)")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
+    parser.add_argument("--no-onnxruntime", action="store_true",
+                        help="skip the ONNX Runtime comparison")
     args = parser.parse_args(argv)
 
     try:
@@ -47,6 +76,15 @@ def main(argv=None):
         print(f"torch {torch.__version__} with {torch.get_num_threads()} thread(s)")
     else:
         print("torch not installed: no speed comparison (pip install -e '.[bench]')")
+    try:
+        if args.no_onnxruntime:
+            raise ImportError
+        import onnx  # noqa: F401
+        import onnxruntime
+        print(f"onnxruntime {onnxruntime.__version__}")
+        with_onnxruntime = True
+    except ImportError:
+        with_onnxruntime = False
     print()
 
     rng = np.random.default_rng(0)
@@ -55,7 +93,10 @@ def main(argv=None):
     if torch is not None:
         header += " torch ms | speed-up |"
         rule += " ---: | ---: |"
-    rows, speedups = [], []
+    if with_onnxruntime:
+        header += " ONNX Runtime ms | speed-up |"
+        rule += " ---: | ---: |"
+    rows, speedups, ort_speedups = [], [], []
     layers = _models.DEMO_LAYERS
     for i, layer in enumerate(layers, 1):
         print(f"[{i}/{len(layers)}] {layer.label} ...", file=sys.stderr, flush=True)
@@ -74,6 +115,8 @@ def main(argv=None):
                     F.conv_transpose1d(tx, tw, tb, *params)
 
             functions.append(run_torch)
+        if with_onnxruntime:
+            functions.append(_onnxruntime_call(layer, x, w, b))
         times = _timing.time_interleaved(functions, args.seconds)
         gflop = layer.flops / 1e9
         row = (f"| {layer.label} | {gflop:.3f} | {times[0] * 1e3:.3f} | {gflop / times[0]:.1f} "
@@ -81,13 +124,18 @@ def main(argv=None):
         if torch is not None:
             speedups.append(times[1] / times[0])
             row += f" {times[1] * 1e3:.3f} | {speedups[-1]:.2f}x |"
+        if with_onnxruntime:
+            ort_speedups.append(times[-1] / times[0])
+            row += f" {times[-1] * 1e3:.3f} | {ort_speedups[-1]:.2f}x |"
         rows.append(row)
 
     print("\n".join([header, rule, *rows]))
-    if speedups:
-        geomean = float(np.exp(np.mean(np.log(speedups))))
-        print(f"\nspeed-up over torch: geometric mean {geomean:.2f}x, "
-              f"min {min(speedups):.2f}x, max {max(speedups):.2f}x")
+    print()
+    for name, ratios in (("torch", speedups), ("ONNX Runtime", ort_speedups)):
+        if ratios:
+            geomean = float(np.exp(np.mean(np.log(ratios))))
+            print(f"speed-up over {name}: geometric mean {geomean:.2f}x, "
+                  f"min {min(ratios):.2f}x, max {max(ratios):.2f}x")
     return 0
 
 

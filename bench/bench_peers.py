@@ -280,6 +280,72 @@ def markdown_set(name, layers, results, set_index, threads, errors_from):
     return lines, speedups, slower
 
 
+def whole_product_gemm(layer, x, w):
+    """scipy's gemm over the layer's whole W^T X product, per group, into preallocated
+    columns: what the BLAS makes of the GEMM step uncut, with no col2im."""
+    from scipy.linalg import blas
+
+    gemm = blas.dgemm if layer.dtype == "float64" else blas.sgemm
+    c_in_g, c_out_g = layer.in_channels // layer.groups, layer.out_channels // layer.groups
+    products = []
+    for g in range(layer.groups):
+        weight_t = w[g * c_in_g:(g + 1) * c_in_g].reshape(c_in_g, -1).T  # (C_out_g*K, C_in_g)
+        inputs_t = np.asfortranarray(
+            x[:, g * c_in_g:(g + 1) * c_in_g].transpose(0, 2, 1).reshape(-1, c_in_g))
+        columns = np.empty((c_out_g * layer.kernel_size, inputs_t.shape[0]), w.dtype, order="F")
+        products.append((weight_t, inputs_t, columns))
+
+    def call():
+        for weight_t, inputs_t, columns in products:
+            gemm(1.0, weight_t, inputs_t, c=columns, trans_b=1, overwrite_c=1)
+
+    return call
+
+
+def explain_worst(path, count, seed, seconds):
+    """For the ``count`` layers slowest against a peer at 1 thread: the plan and the
+    BLAS's own rate on the layer's whole product, timed now at 1 thread."""
+    from threadpoolctl import threadpool_limits
+
+    from convt_blas import kernels
+
+    with open(path) as f:
+        raw = json.load(f)
+    worst = []
+    for set_name, rows in raw.items():
+        if not set_name.endswith(", 1 thread(s)"):
+            continue
+        set_index = 0 if set_name.startswith("zoo") else 1
+        for i, row in enumerate(rows):
+            ours = row["times"]["convt_blas"]
+            ratios = [(row["times"][p] / ours, p) for p in PEERS if p in row["times"]]
+            if ratios:
+                worst.append((*min(ratios), set_index, i, row))
+    worst.sort(key=lambda entry: entry[0])
+    sets = [zoo.zoo(), zoo.random_set(seed)]
+    convt_blas.set_num_threads(1)
+    lines = []
+    for ratio, peer, set_index, _, row in worst[:count]:
+        # By label: a run with --only numbered its layers within its own shorter list.
+        i = [layer.label for layer in sets[set_index]].index(row["label"])
+        layer = sets[set_index][i]
+        x, w, b = layer_arrays(layer, seed + 1000 * set_index, i)
+        args = (layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+        with threadpool_limits(1, user_api="blas"):
+            t_ours, t_gemm = _timing.time_interleaved(
+                [lambda: convt_blas.conv_transpose1d(x, w, b, *args),
+                 whole_product_gemm(layer, x, w)], seconds)
+        plan = kernels._plan_info(layer.shape, False)
+        lines += [f"- {layer.label}: {ratio:.2f}x against {peer} "
+                  f"({row['times'][peer] * 1e3:.3f} ms vs {row['times']['convt_blas'] * 1e3:.3f}"
+                  f" ms); now convt_blas {t_ours * 1e3:.3f} ms = "
+                  f"{layer.flops / t_ours / 1e9:.1f} GFLOP/s, the BLAS's gemm on the whole "
+                  f"W^T X product {t_gemm * 1e3:.3f} ms = {layer.flops / t_gemm / 1e9:.1f} "
+                  f"GFLOP/s",
+                  "  plan: " + ", ".join(f"{k}={v}" for k, v in plan.items())]
+    return lines
+
+
 def versions():
     found = [f"convt_blas {convt_blas.__version__}"]
     for library in PEERS:
@@ -306,11 +372,20 @@ def main(argv=None):
                         help="processes per library at more than 1 thread; median of rounds")
     parser.add_argument("--quick", action="store_true", help="every third layer of each set")
     parser.add_argument("--only", nargs="*", help="substrings of layer labels to run")
+    parser.add_argument("--explain", type=int, metavar="N",
+                        help="no timing of peers: for the N layers slowest against a peer in "
+                             "bench/results/peers.json, the plan and the BLAS's rate on the "
+                             "layer's whole product")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.explain:
+        print(f"BLAS: {_timing.describe_blas()}")
+        print("\n".join(explain_worst(os.path.join(RESULTS, "peers.json"), args.explain,
+                                      args.seed, max(args.seconds, 0.3))))
+        return 0
 
     libraries = [lib for lib in LIBRARIES if available(lib)]
     sets = layer_sets(args)

@@ -10,7 +10,8 @@ import numpy as np
 
 from . import _threads, kernels
 from ._memory import check_fits, fresh_copy
-from ._validation import HALF, as_array, check_arguments, check_dtypes, check_out, native
+from ._validation import (as_array, check_arguments, check_dtypes, check_out, compute_dtype,
+                          is_low_precision, native)
 
 _workspaces = threading.local()
 
@@ -208,10 +209,11 @@ def conv_transpose1d_cpu(input, weight, bias, stride, padding, output_padding, g
         return np.zeros(spec.out_shape, x.dtype) if out is None else out
 
     x3 = x if spec.batched else x[np.newaxis]
-    half = x.dtype == HALF
-    if half:  # computed in float32, returned as float16
-        x3, w = fresh_copy(x3, np.float32, "K"), fresh_copy(w, np.float32, "K")
-        b = None if b is None else fresh_copy(b, np.float32, "K")
+    low_precision = is_low_precision(x.dtype)
+    if low_precision:  # float16 and bfloat16: computed in float32, returned as given
+        work = compute_dtype(x.dtype)
+        x3, w = fresh_copy(x3, work, "K"), fresh_copy(w, work, "K")
+        b = None if b is None else fresh_copy(b, work, "K")
     # The kernels read weight and bias as C arrays: contiguous and aligned.
     if not (w.flags.c_contiguous and w.flags.aligned):
         w = fresh_copy(w)
@@ -233,8 +235,8 @@ def conv_transpose1d_cpu(input, weight, bias, stride, padding, output_padding, g
     workers = _threads.plan_threads(spec.batch * call.units_per_sample, flops)
     workspace = _workspace(x3.dtype, call.worker_elements * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
-    # An unaligned or float16 out= is filled from an aligned result at the end.
-    direct_out = out is not None and not half and out.flags.aligned
+    # An unaligned or low-precision out= is filled from an aligned result at the end.
+    direct_out = out is not None and not low_precision and out.flags.aligned
     if not direct_out:
         check_fits(x3.dtype.itemsize * spec.batch * spec.out_channels * spec.out_length,
                    f"the output of shape {full_shape}")
@@ -251,8 +253,8 @@ def conv_transpose1d_cpu(input, weight, bias, stride, padding, output_padding, g
     finally:
         _threads.worker_pool.exit(workers)
 
-    if half:
-        result = result.astype(np.float16)
+    if low_precision:
+        result = result.astype(x.dtype)
     if out is not None:
         if not direct_out:
             out.reshape(full_shape)[...] = result

@@ -9,6 +9,7 @@ Nothing is looked up at import: the OpenBLAS behind SciPy, whose thread count
 calls hold at one, is found by :func:`configure_blas` on a call's first need.
 (The kernels ask it which GEMM kernels it runs themselves, as they load.)
 """
+import contextlib
 import ctypes
 import functools
 import glob
@@ -21,6 +22,9 @@ import threading
 from . import kernels
 
 _requested_threads = None
+# A framework's own thread count (convt_blas.torch passes torch's), the default of
+# calls made inside caller_default_threads on this thread; set_num_threads wins.
+_caller_default = threading.local()
 # True in a child forked while the kernels run on GNU OpenMP; see _after_fork_in_child.
 _serial_after_fork = False
 
@@ -96,7 +100,22 @@ def get_num_threads():
         return 1
     if _requested_threads is not None:
         return _requested_threads
+    framework_threads = getattr(_caller_default, "threads", None)
+    if framework_threads is not None:
+        return max(1, min(framework_threads, MAX_THREADS))
     return max(1, min(kernels.omp_max_threads(), MAX_THREADS))
+
+
+@contextlib.contextmanager
+def caller_default_threads(n):
+    """Within the block, calls on this thread default to ``n`` threads (unless
+    :func:`set_num_threads` set a count): a framework's setting, e.g. torch's."""
+    previous = getattr(_caller_default, "threads", None)
+    _caller_default.threads = int(n)
+    try:
+        yield
+    finally:
+        _caller_default.threads = previous
 
 
 MAX_THREADS = kernels.max_threads()

@@ -12,12 +12,50 @@ import numpy as np
 from ._memory import fresh_copy
 
 HALF = np.dtype(np.float16)
-# The kernels compute in these; float16 is computed in float32.
+# The kernels compute in these; the low-precision dtypes are computed in float32.
 COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64),
                   np.dtype(np.complex64), np.dtype(np.complex128))
-SUPPORTED_DTYPES = (HALF,) + COMPUTE_DTYPES
+SUPPORTED_DTYPES = (HALF,) + COMPUTE_DTYPES  # and ml_dtypes.bfloat16: see is_supported
 SUPPORTED_NAMES = (", ".join(d.name for d in SUPPORTED_DTYPES[:-1])
-                   + " or " + SUPPORTED_DTYPES[-1].name)
+                   + ", " + SUPPORTED_DTYPES[-1].name + " or bfloat16 (ml_dtypes)")
+
+
+def is_bfloat16(dtype):
+    """Whether ``dtype`` is ml_dtypes' bfloat16. Asks nothing of ml_dtypes: an array
+    of that dtype exists only once ml_dtypes is imported, so it stays optional."""
+    dtype = np.dtype(dtype)
+    return dtype.name == "bfloat16" and type(dtype).__module__.startswith("ml_dtypes")
+
+
+def is_low_precision(dtype):
+    """float16 and bfloat16: read and returned as they are, computed in float32."""
+    return np.dtype(dtype) == HALF or is_bfloat16(dtype)
+
+
+def compute_dtype(dtype):
+    """The dtype the kernels compute ``dtype`` in (float32 for the low-precision ones)."""
+    return np.dtype(np.float32) if is_low_precision(dtype) else np.dtype(dtype)
+
+
+def is_supported(dtype):
+    """Whether conv_transpose1d takes arrays of ``dtype``."""
+    return np.dtype(dtype) in SUPPORTED_DTYPES or is_bfloat16(dtype)
+
+
+def _bfloat16_from_torch(tensor):
+    """A NumPy view of a torch bfloat16 CPU tensor as ml_dtypes.bfloat16 (neither
+    NumPy nor DLPack carry it), or None for anything else."""
+    if str(getattr(tensor, "dtype", "")) != "torch.bfloat16" or not hasattr(tensor, "view"):
+        return None
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("a torch bfloat16 tensor needs ml_dtypes to be read as a NumPy array "
+                        "(pip install ml_dtypes), or use convt_blas.torch") from None
+    import torch
+
+    bits = tensor.detach().resolve_conj().view(torch.int16).numpy()
+    return bits.view(ml_dtypes.bfloat16)
 # Element counts beyond this cannot be indexed safely in 64-bit byte offsets.
 MAX_ELEMENTS = 2 ** 59
 
@@ -30,6 +68,9 @@ def as_array(obj, name):
                         f"missing values: pass {name}.filled(0) (or another fill value)")
     if isinstance(obj, np.ndarray):
         return obj
+    bfloat16_view = _bfloat16_from_torch(obj)
+    if bfloat16_view is not None:
+        return bfloat16_view
     if hasattr(obj, "__dlpack__"):
         try:
             return np.from_dlpack(obj)
@@ -173,7 +214,7 @@ class ConvSpec(NamedTuple):
 def check_dtypes(input_dtype, weight_dtype, bias_dtype=None):
     """TypeError unless input, weight and bias share one supported dtype."""
     for name, dtype in (("input", input_dtype), ("weight", weight_dtype), ("bias", bias_dtype)):
-        if dtype is not None and np.dtype(dtype) not in SUPPORTED_DTYPES:
+        if dtype is not None and not is_supported(dtype):
             raise TypeError(f"{name} has dtype {dtype}; conv_transpose1d supports "
                             f"{SUPPORTED_NAMES}")
     if weight_dtype != input_dtype:

@@ -18,7 +18,7 @@ import numpy as np
 from . import _threads, kernels
 from ._functional import conv_transpose1d_cpu
 from ._overlap import add_parts, finish, part_span
-from ._validation import HALF, as_array, check_arguments, check_dtypes, native
+from ._validation import as_array, check_arguments, check_dtypes, compute_dtype, native
 from ._weight_cache import WeightCache
 
 
@@ -54,7 +54,7 @@ def _prepare(weight, params):
 def _assemble(parts, spans, bias, shape, dtype):
     """One output block: the parts' spans (see convt_blas._overlap) summed, bias added."""
     work = parts[0].dtype if parts else np.dtype(dtype)
-    out = np.zeros(shape, dtype=np.float32 if work == HALF else work)
+    out = np.zeros(shape, dtype=compute_dtype(work))
     return finish(add_parts(out, parts, spans), bias, dtype)
 
 
@@ -134,7 +134,7 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     if x3.numblocks[1] > 1:
         x3 = x3.rechunk({1: -1})
 
-    work = np.dtype(np.float32) if x.dtype == HALF else x.dtype  # float16 summed in float32
+    work = compute_dtype(x.dtype)  # float16/bfloat16 summed in float32
     w = np.array(w, dtype=work, order="C", copy=True)
     b = None if b is None else np.array(b, dtype=work, copy=True)
     s = spec.stride

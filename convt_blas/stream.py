@@ -20,7 +20,7 @@ import numpy as np
 
 from ._functional import conv_transpose1d_cpu
 from ._overlap import add_parts, finish, part_span
-from ._validation import (HALF, as_array, astype_hint, check_arguments, check_dtypes,
+from ._validation import (as_array, astype_hint, check_arguments, check_dtypes, compute_dtype,
                           check_parameters, host_array, native, parameters_repr)
 from ._weight_cache import WeightCache
 
@@ -71,8 +71,8 @@ class ConvTranspose1dStream:
         spec = check_parameters(w.shape, None if b is None else b.shape, stride, padding,
                                 output_padding, groups, dilation)
         self.dtype = w.dtype
-        # float16 partial sums would round at every overlap; keep them in float32.
-        work = np.float32 if w.dtype == HALF else w.dtype
+        # Low-precision partial sums would round at every overlap; keep them in float32.
+        work = compute_dtype(w.dtype)
         self._weight = np.array(w, dtype=work, order="C", copy=True)
         self._bias = None if b is None else np.array(b, dtype=work, copy=True)
         self.in_channels = spec.in_channels
@@ -176,7 +176,7 @@ class ConvTranspose1dStream:
                              f"chunks were {describe(self._batched, self._batch)}; call reset() "
                              "to start a new signal")
         x3 = x if batched else x[np.newaxis]
-        if x3.dtype != self._weight.dtype:  # float16, or another byte order
+        if x3.dtype != self._weight.dtype:  # float16/bfloat16, or another byte order
             x3 = x3.astype(self._weight.dtype)
         return x3, batched
 

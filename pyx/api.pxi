@@ -303,6 +303,15 @@ def backward_sizes(tuple shape):
             plan.weight_worker_elements)
 
 
+def _set_backward_workspace(int64_t elements):
+    """Set a worker's backward buffers' target, in elements; returns the previous one.
+    For tests and benchmarks (see BACKWARD_WORKSPACE)."""
+    global BACKWARD_WORKSPACE
+    previous = BACKWARD_WORKSPACE
+    BACKWARD_WORKSPACE = elements
+    return previous
+
+
 def _backward_plan_info(tuple shape):
     """The BackwardPlan struct of ``shape`` as a dict, for tests and tuning."""
     cdef convt_blas_params p

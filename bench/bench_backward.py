@@ -1,0 +1,106 @@
+"""Benchmark conv_transpose1d_backward against torch's backward on real model layers.
+
+For every layer of ``convt_blas._models.benchmark_layers()`` at batch 1 and
+16 and each thread count, ``convt_blas.conv_transpose1d_backward`` and
+``torch.ops.aten.convolution_backward(..., transposed=True, ...)`` (what
+torch's autograd runs for ``conv_transpose1d``) compute all three gradients
+of float32 arrays, interleaved in this process; the median of repeated calls
+is kept. Prints a Markdown table (and writes it with ``--out``): times,
+torch's time over ours (above 1: convt_blas is faster) and the geometric mean.
+
+Run with the OpenBLAS pinning variables unset in this command only:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_backward.py
+"""
+import argparse
+import math
+import platform
+
+import numpy as np
+
+import convt_blas
+from convt_blas import _models, _timing
+
+
+def layer_arrays(layer, batch, rng):
+    """(grad_output, input, weight) of ``layer`` at ``batch``, float32."""
+    x = rng.standard_normal((batch, layer.in_channels, layer.length), np.float32)
+    w = rng.standard_normal((layer.in_channels, layer.out_channels // layer.groups,
+                             layer.kernel_size), np.float32)
+    length = convt_blas.output_length(layer.length, layer.kernel_size, layer.stride,
+                                      layer.padding, layer.output_padding)
+    go = rng.standard_normal((batch, layer.out_channels, length), np.float32)
+    return go, x, w
+
+
+def time_layer(layer, batch, threads, rng, min_seconds):
+    """(ours, torch's) median seconds of the three gradients of ``layer``."""
+    import torch
+
+    go, x, w = layer_arrays(layer, batch, rng)
+    tensors = [torch.from_numpy(a) for a in (go, x, w)]
+    params = (layer.stride, layer.padding, layer.output_padding, layer.groups)
+
+    def ours():
+        convt_blas.conv_transpose1d_backward(go, x, w, *params)
+
+    def theirs():
+        torch.ops.aten.convolution_backward(
+            *tensors, [layer.out_channels], [layer.stride], [layer.padding], [1], True,
+            [layer.output_padding], layer.groups, [True, True, True])
+
+    convt_blas.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    return _timing.time_interleaved([ours, theirs], min_seconds=min_seconds, max_repeats=50,
+                                    min_repeats=3)
+
+
+def main(argv=None):
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--min-seconds", type=float, default=0.3,
+                        help="time each layer for at least this long (default 0.3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="only the first layer: a check that the script runs")
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    layers = list(dict.fromkeys(layer._replace(batch=1) for layer in _models.benchmark_layers()))
+    if args.quick:
+        layers = layers[:1]
+    lines = [f"torch {torch.__version__}, {platform.machine()}, {_timing.describe_blas()}; "
+             f"{_timing.openblas_env_note()}. float32, all three gradients; ratio = torch's "
+             "time / convt_blas's (above 1: convt_blas is faster).", "",
+             "| layer | N | " + " | ".join(f"{t} thr: ours ms | torch ms | ratio"
+                                          for t in args.threads) + " |",
+             "|---|---|" + "---|---|---|" * len(args.threads)]
+    ratios = {t: [] for t in args.threads}
+    for layer in layers:
+        for batch in args.batches:
+            cells = []
+            for threads in args.threads:
+                ours, theirs = time_layer(layer, batch, threads, rng, args.min_seconds)
+                ratios[threads].append(theirs / ours)
+                cells.append(f"{ours * 1e3:.2f} | {theirs * 1e3:.2f} | {theirs / ours:.2f}")
+            label = layer.label.rsplit(" N=", 1)[0]
+            lines.append(f"| {label} | {batch} | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    geo = [math.exp(sum(map(math.log, r)) / len(r)) for r in ratios.values()]
+    lines.append("| geometric mean | | " + " | ".join(f"| | {g:.2f}" for g in geo) + " |")
+    lines.append("")
+    lines += [f"{t} thread(s): slower than torch on {sum(r < 1 for r in ratios[t])} of "
+              f"{len(ratios[t])} layers" for t in args.threads]
+    convt_blas.set_num_threads(None)
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,8 +10,8 @@ import numpy as np
 
 from . import _threads, kernels
 from ._memory import check_fits, fresh_copy
-from ._validation import (HALF, SUPPORTED_DTYPES, as_array, astype_hint, check_arguments,
-                          check_dtypes, native)
+from ._validation import (as_array, astype_hint, check_arguments, check_dtypes, compute_dtype,
+                          is_supported, native)
 
 
 class Gradients(NamedTuple):
@@ -58,7 +58,7 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
     ``weight`` and the bias. Complex gradients follow torch's convention
     (the conjugate Wirtinger derivative): ``grad_input`` correlates
     ``grad_output`` with ``conj(weight)``, ``grad_weight`` correlates
-    ``conj(input)`` with ``grad_output``. float16 is computed in float32.
+    ``conj(input)`` with ``grad_output``. float16 and bfloat16 are computed in float32.
 
     Parameters
     ----------
@@ -129,7 +129,7 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
     go, x, w = (native(given[name]) for name in ("grad_output", "input", "weight"))
     check_dtypes(x.dtype, w.dtype)
     if go.dtype != x.dtype:
-        if go.dtype not in SUPPORTED_DTYPES:
+        if not is_supported(go.dtype):
             raise TypeError(f"grad_output has dtype {go.dtype}; conv_transpose1d_backward "
                             f"supports the forward's dtypes")
         raise TypeError(f"grad_output dtype {go.dtype} and input dtype {x.dtype} must be the "
@@ -142,7 +142,7 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
                          f"{spec.out_shape}")
 
     dtype = x.dtype
-    compute = np.dtype(np.float32) if dtype == HALF else dtype
+    compute = compute_dtype(dtype)  # float32 for float16 and bfloat16
     complex_ = compute.kind == "c"
     go3 = go if spec.batched else go[np.newaxis]
     x3 = x if spec.batched else x[np.newaxis]

@@ -302,15 +302,23 @@ def test_dtype_errors():
         convt_blas.conv_transpose1d_backward(go, np.ones((2, 5, 10)), w)
 
 
-def test_float16_is_computed_in_float32():
+def _bfloat16():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+    return ml_dtypes.bfloat16
+
+
+@pytest.mark.parametrize("low", [np.float16, "bfloat16"])
+def test_low_precision_is_computed_in_float32(low):
+    low = _bfloat16() if low == "bfloat16" else low
     rng = np.random.default_rng(9)
-    go, x, w, params = random_case(rng, np.float16)
+    go, x, w, params = (a.astype(low) if isinstance(a, np.ndarray) else a
+                        for a in random_case(rng, np.float32, min_batch=1))
     got = convt_blas.conv_transpose1d_backward(go, x, w, *params)
     wide = convt_blas.conv_transpose1d_backward(go.astype(np.float32), x.astype(np.float32),
                                                 w.astype(np.float32), *params)
     for a, b in zip(got, wide):
-        assert a.dtype == np.float16
-        np.testing.assert_array_equal(a, b.astype(np.float16))
+        assert a.dtype == low
+        np.testing.assert_array_equal(a.astype(np.float32), b.astype(low).astype(np.float32))
 
 
 def test_rtol_table_covers_every_dtype():

@@ -103,7 +103,8 @@ class ConvTranspose1d:
     padding_mode : str
         Only ``'zeros'``, as torch.
     dtype : numpy dtype
-        float16, float32 (default), float64, complex64 or complex128.
+        float16, float32 (default), float64, complex64, complex128 or
+        ``ml_dtypes.bfloat16``.
     rng : numpy.random.Generator or int, optional (keyword-only)
         Source (or seed) of the initial weights, for reproducible layers.
 

@@ -214,7 +214,8 @@ def accelerate(model):
 
 
 def restore(model):
-    """Give the layers :func:`accelerate` changed torch's ``ConvTranspose1d`` back.
+    """Give every :class:`ConvTranspose1d` of ``model`` torch's class back, undoing
+    :func:`accelerate`.
 
     Parameters
     ----------

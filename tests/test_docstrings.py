@@ -16,6 +16,11 @@ import convt_blas.nn
 import convt_blas.onnx
 import convt_blas.reference
 
+try:
+    import convt_blas.torch as convt_blas_torch
+except ImportError:  # torch is an optional extra: its module's examples are not collected
+    convt_blas_torch = None
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYER_MEMBERS = ["__call__", "weight_shape", "keep_weight_cache", "fan_in", "reset_parameters",
                  "state_dict", "load_state_dict", "from_torch"]
@@ -33,6 +38,9 @@ def public_objects():
               ("cuda.conv_transpose1d", convt_blas.cuda.conv_transpose1d),
               ("reference.conv_transpose1d_reference",
                convt_blas.reference.conv_transpose1d_reference)]
+    if convt_blas_torch is not None:
+        found += [(f"torch.{name}", getattr(convt_blas_torch, name))
+                  for name in convt_blas_torch.__all__]
     for cls, members in ((convt_blas.ConvTranspose1d, LAYER_MEMBERS),
                          (convt_blas.ConvTranspose1dStream, STREAM_MEMBERS)):
         found += [(f"{cls.__name__}.{m}", cls.__dict__[m]) for m in members]
@@ -69,5 +77,6 @@ def test_api_page_lists_the_module_functions():
     with open(os.path.join(ROOT, "docs", "api.rst"), encoding="utf-8") as f:
         page = f.read()
     for name, _ in public_objects():
-        if "." in name and name.split(".")[0] in ("nn", "dask", "onnx", "cuda", "reference"):
+        if "." in name and name.split(".")[0] in ("nn", "dask", "onnx", "cuda", "reference",
+                                                             "torch"):
             assert name in page, f"docs/api.rst does not list {name}"

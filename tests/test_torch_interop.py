@@ -27,7 +27,8 @@ def import_model_code(package, module):
         pass
     spec = importlib.util.find_spec(package)
     if spec is None:
-        pytest.skip(f"{package} is not installed (pip install --no-deps {package})")
+        pytest.skip(f"{package} is not installed (encodec: pip install --no-deps encodec einops; "
+                    "its requirements pull torchaudio)")
     stand_in = types.ModuleType(package)
     stand_in.__path__ = list(spec.submodule_search_locations)
     saved = sys.modules.get(package)

@@ -245,6 +245,7 @@ def markdown_set(name, layers, results, set_index, threads, errors_from):
              + " | ".join(f"vs {p}" for p in peers) + " | max rel. error |",
              "| --- | ---: | " + " | ".join("---:" for _ in present + peers) + " | ---: |"]
     speedups = {p: [] for p in peers}
+    layer_speedups = {p: [] for p in peers}
     slower = []
     for i, layer in enumerate(layers):
         times = results[(set_index, i)]["times"]
@@ -255,6 +256,8 @@ def markdown_set(name, layers, results, set_index, threads, errors_from):
         for p in peers:
             if p in times:
                 speedups[p].append(times[p] / ours)
+                if "convt_blas layer" in times:
+                    layer_speedups[p].append(times[p] / times["convt_blas layer"])
                 ratios.append(f"{times[p] / ours:.2f}x")
                 if times[p] < ours:
                     slower.append((times[p] / ours, p, layer.label))
@@ -268,6 +271,8 @@ def markdown_set(name, layers, results, set_index, threads, errors_from):
     summary = ", ".join(f"{p} {geomean(s):.2f}x ({len(s)} layers)"
                         for p, s in speedups.items() if s)
     lines.append(f"- geometric-mean speed-up of convt_blas over {summary}")
+    lines.append("- the same for convt_blas.ConvTranspose1d: " + ", ".join(
+        f"{p} {geomean(s):.2f}x" for p, s in layer_speedups.items() if s))
     if slower:
         worst = min(slower)
         lines.append(f"- slowest layer against any peer: {worst[2]}, {worst[0]:.2f}x "
@@ -372,6 +377,7 @@ def main(argv=None):
                         help="processes per library at more than 1 thread; median of rounds")
     parser.add_argument("--quick", action="store_true", help="every third layer of each set")
     parser.add_argument("--only", nargs="*", help="substrings of layer labels to run")
+    parser.add_argument("--tag", help="written to bench/results/peers_TAG.md and .json")
     parser.add_argument("--explain", type=int, metavar="N",
                         help="no timing of peers: for the N layers slowest against a peer in "
                              "bench/results/peers.json, the plan and the BLAS's rate on the "
@@ -405,6 +411,7 @@ def main(argv=None):
         f"Random set seed {args.seed}; {'quick run; ' if args.quick else ''}"
         f"{args.seconds} s per layer and library; at more than 1 thread median of "
         f"{args.rounds} rounds of one process per library",
+        "OMP_WAIT_POLICY=" + os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP's default)"),
         f"Load during the run ({time.perf_counter() - started:.0f} s): " + "; ".join(loads),
         "",
         "Speed-up: a peer's time over convt_blas.conv_transpose1d's. Error: largest "
@@ -424,7 +431,8 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(RESULTS, "peers_quick" if args.quick else "peers")
+    stem = os.path.join(RESULTS, "_".join(["peers"] + (["quick"] if args.quick else [])
+                                          + ([args.tag] if args.tag else [])))
     with open(stem + ".md", "w") as f:
         f.write(text)
     with open(stem + ".json", "w") as f:

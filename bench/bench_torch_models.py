@@ -12,7 +12,7 @@ well within one), torch and convt_blas processes alternating. Each process
 reports the median of its timed runs; the table shows the median over
 processes. Also prints the largest difference relative to the output's scale.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_torch_models.py [--rounds 3]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_torch_models.py [--rounds 3] [--threads 1,2]
 
 The decoders' packages: ``pip install --no-deps encodec einops`` (encodec's
 own requirements pull torchaudio) and ``pip install snac transformers``.
@@ -137,6 +137,7 @@ def main():
     parser.add_argument("--runs", type=int, default=10, help="timed runs per process")
     parser.add_argument("--rounds", type=int, default=3,
                         help="processes per side at 2 threads")
+    parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -147,7 +148,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|")
     for name in MODELS:
         difference = largest_relative_difference(name)
-        for threads in (1, 2):
+        for threads in map(int, args.threads.split(",")):
             if threads == 1:
                 plain, fast = interleaved_one_thread(name, args.runs)
             else:

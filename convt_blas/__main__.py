@@ -26,8 +26,8 @@ def _layer_arrays(layer, rng, dtype=np.float32):
 
 
 def _onnxruntime_call(layer, x, w, b):
-    """ONNX Runtime running ``layer`` as a one-node ConvTranspose model, 1 session thread
-    per op as convt_blas's own count; None without onnx or onnxruntime."""
+    """ONNX Runtime running ``layer`` as a one-node ConvTranspose model on as many threads
+    as convt_blas uses; None without onnx or onnxruntime."""
     try:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper

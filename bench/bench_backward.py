@@ -65,11 +65,14 @@ def main(argv=None):
                         help="time each layer for at least this long (default 0.3)")
     parser.add_argument("--quick", action="store_true",
                         help="only the first layer: a check that the script runs")
+    parser.add_argument("--only", help="only the layers whose label contains this text")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
     layers = list(dict.fromkeys(layer._replace(batch=1) for layer in _models.benchmark_layers()))
+    if args.only:
+        layers = [layer for layer in layers if args.only in layer.label]
     if args.quick:
         layers = layers[:1]
     lines = [f"torch {torch.__version__}, {platform.machine()}, {_timing.describe_blas()}; "

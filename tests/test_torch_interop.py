@@ -16,6 +16,10 @@ from torch.nn.utils import parametrizations, weight_norm  # noqa: E402
 
 from conftest import make_case  # noqa: E402
 
+# The models' own code: EnCodec uses the deprecated weight_norm, SNAC torch.jit.script.
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated"),
+              pytest.mark.filterwarnings("ignore:`torch.jit.script")]
+
 
 def import_model_code(package, module):
     """``package.module``; when the package's __init__ needs what is not installed

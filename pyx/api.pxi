@@ -312,6 +312,15 @@ def _set_backward_workspace(int64_t elements):
     return previous
 
 
+def _set_backward_weight_blocks(int64_t units, int64_t side):
+    """Set grad_weight's target units per layer and least block side; returns the
+    previous pair. For tests and benchmarks (see BACKWARD_WEIGHT_UNITS)."""
+    global BACKWARD_WEIGHT_UNITS, BACKWARD_BLOCK_SIDE
+    previous = (BACKWARD_WEIGHT_UNITS, BACKWARD_BLOCK_SIDE)
+    BACKWARD_WEIGHT_UNITS, BACKWARD_BLOCK_SIDE = units, side
+    return previous
+
+
 def _backward_plan_info(tuple shape):
     """The BackwardPlan struct of ``shape`` as a dict, for tests and tuning."""
     cdef convt_blas_params p

@@ -53,8 +53,11 @@ ctypedef struct BackwardPlan:
 cdef int64_t BACKWARD_WORKSPACE = 1 << 20
 cdef int64_t BACKWARD_MIN_TILE = 32
 # grad_weight's units per layer when the work is large enough to share:
-# blocks of at least MIN_GEMM_SIDE rows or columns each.
-cdef int64_t BACKWARD_WEIGHT_UNITS = 16
+# blocks of at least BACKWARD_BLOCK_SIDE rows or columns each. Measured on
+# one thread against 16 units of 64: up to 37% faster (DAC 192 -> 96 at
+# 22016 positions), 7-25% on the mid-size layers, none slower by over 2%.
+cdef int64_t BACKWARD_WEIGHT_UNITS = 8
+cdef int64_t BACKWARD_BLOCK_SIDE = 128
 
 
 cdef ColumnCut _cut_columns(int64_t buffer_rows, int64_t batch, int64_t length) noexcept nogil:
@@ -130,11 +133,11 @@ cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noe
     wanted = 1
     if flops >= 2 * MIN_UNIT_FLOPS:
         wanted = _ceil_div(BACKWARD_WEIGHT_UNITS, p.groups)
-    blocks = _max(1, _min(wanted, _min(plan.c_out_g, plan.rows / MIN_GEMM_SIDE)))
+    blocks = _max(1, _min(wanted, _min(plan.c_out_g, plan.rows / BACKWARD_BLOCK_SIDE)))
     plan.out_block = _ceil_div(plan.c_out_g, blocks)
     plan.out_blocks = _ceil_div(plan.c_out_g, plan.out_block)
     wanted = _ceil_div(wanted, plan.out_blocks)
-    blocks = _max(1, _min(wanted, plan.c_in_g / MIN_GEMM_SIDE))
+    blocks = _max(1, _min(wanted, plan.c_in_g / BACKWARD_BLOCK_SIDE))
     plan.in_block = _ceil_div(plan.c_in_g, blocks)
     plan.in_blocks = _ceil_div(plan.c_in_g, plan.in_block)
     plan.weight_units = p.groups * plan.in_blocks * plan.out_blocks

@@ -24,7 +24,7 @@ def is_bfloat16(dtype):
     """Whether ``dtype`` is ml_dtypes' bfloat16. Asks nothing of ml_dtypes: an array
     of that dtype exists only once ml_dtypes is imported, so it stays optional."""
     dtype = np.dtype(dtype)
-    return dtype.name == "bfloat16" and type(dtype).__module__.startswith("ml_dtypes")
+    return dtype.name == "bfloat16" and dtype.type.__module__.startswith("ml_dtypes")
 
 
 def is_low_precision(dtype):

@@ -1,6 +1,6 @@
 """convt_blas inside PyTorch models: a ``torch.nn.ConvTranspose1d`` whose CPU
-inference runs on convt_blas, and :func:`accelerate`, which gives a model's
-layers that forward in place.
+forward and backward run on convt_blas, and :func:`accelerate`, which gives a
+model's layers that forward in place.
 
 Needs torch (``pip install convt_blas[torch]``). The forward goes through the
 custom op ``torch.ops.convt_blas.conv_transpose1d``, which has a fake
@@ -10,22 +10,28 @@ keep it in their graphs.
 What runs where:
 
 * CPU tensors of float32, float64, float16, bfloat16, complex64 or complex128,
-  when no gradient is needed (``torch.no_grad()``, ``torch.inference_mode()``,
-  or neither input nor parameters requiring grad): convt_blas. float16 and
-  bfloat16 are computed in float32 and rounded once, as torch does on the CPU.
-* Anything else (CUDA tensors, calls that need autograd, mixed dtypes): torch's
-  own ``conv_transpose1d``, unchanged.
+  all of one dtype: convt_blas, in inference and in training. The op has an
+  autograd formula (``torch.library.register_autograd``) whose backward is
+  :func:`convt_blas.conv_transpose1d_backward`, itself the custom op
+  ``torch.ops.convt_blas.conv_transpose1d_backward``, so training steps
+  compile too. float16 and bfloat16 are computed in float32 and rounded once,
+  as torch does on the CPU. There is no double backward: differentiating the
+  gradients again (``create_graph=True`` through them) raises a RuntimeError.
+* Anything else (CUDA tensors, mixed dtypes, non-strided layouts,
+  ``padding_mode`` other than ``"zeros"``): torch's own ``conv_transpose1d``,
+  unchanged.
 
 Threads: a call made through torch uses ``torch.get_num_threads()`` threads,
 unless :func:`convt_blas.set_num_threads` was given a count, which then wins.
 """
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from . import _threads
+from ._backward import conv_transpose1d_backward
 from ._functional import conv_transpose1d_cpu
 from ._validation import check_arguments, output_length, single
 
@@ -72,23 +78,84 @@ def _conv_transpose1d_fake(input, weight, bias, stride, padding, output_padding,
     return input.new_empty(shape)
 
 
+@torch.library.custom_op("convt_blas::conv_transpose1d_backward", mutates_args=(),
+                         device_types="cpu")
+def _conv_transpose1d_backward_op(grad_output: torch.Tensor, input: torch.Tensor,
+                                  weight: torch.Tensor, stride: int, padding: int,
+                                  output_padding: int, groups: int, dilation: int,
+                                  output_mask: List[bool]
+                                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_input, grad_weight, grad_bias); a gradient not in ``output_mask``
+    is an empty tensor (a custom op returns tensors only)."""
+    given_dtype = input.dtype
+    if given_dtype == torch.bfloat16:  # widened as the forward does
+        grad_output, input, weight = grad_output.float(), input.float(), weight.float()
+    with _threads.caller_default_threads(torch.get_num_threads()):
+        grads = conv_transpose1d_backward(_numpy_view(grad_output), _numpy_view(input),
+                                          _numpy_view(weight), stride, padding, output_padding,
+                                          groups, dilation, output_mask=tuple(output_mask))
+    return tuple(torch.empty(0, dtype=given_dtype) if g is None
+                 else torch.from_numpy(g).to(given_dtype) for g in grads)
+
+
+@_conv_transpose1d_backward_op.register_fake
+def _conv_transpose1d_backward_fake(grad_output, input, weight, stride, padding,
+                                    output_padding, groups, dilation, output_mask):
+    shapes = (input.shape, weight.shape, (weight.shape[1] * groups,))
+    return tuple(input.new_empty(shape if wanted else (0,))
+                 for shape, wanted in zip(shapes, output_mask))
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError("convt_blas::conv_transpose1d has no double backward: its gradients "
+                       "cannot be differentiated again (create_graph=True through them); use "
+                       "torch.nn.functional.conv_transpose1d, or convt_blas.torch.restore(model), "
+                       "for higher-order gradients")
+
+
+def _no_double_backward_context(ctx, inputs, output):
+    pass
+
+
+_conv_transpose1d_backward_op.register_autograd(_no_double_backward,
+                                                setup_context=_no_double_backward_context)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding, output_padding, groups, dilation = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.params = (stride, padding, output_padding, groups, dilation)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [bool(needs[0]), bool(needs[1]), bool(ctx.has_bias and needs[2])]
+    if not any(mask):
+        return (None,) * 8
+    grads = _conv_transpose1d_backward_op(grad_output, input, weight, *ctx.params, mask)
+    return tuple(g if wanted else None for g, wanted in zip(grads, mask)) + (None,) * 5
+
+
+_conv_transpose1d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
 def _runs_on_convt_blas(input, weight, bias):
-    """Whether convt_blas computes this call: CPU, one supported dtype, no autograd."""
+    """Whether convt_blas computes this call: CPU tensors of one supported dtype."""
     tensors = (input, weight) if bias is None else (input, weight, bias)
     if any(t.device.type != "cpu" or t.layout != torch.strided or t.dtype != input.dtype
            for t in tensors):
         return False
-    if input.dtype not in _DTYPES:
-        return False
-    # No backward exists yet: a call that autograd records stays on torch.
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    # Every dtype of the forward has a backward (convt_blas.conv_transpose1d_backward).
+    return input.dtype in _DTYPES
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
                      groups=1, dilation=1):
     """``torch.nn.functional.conv_transpose1d`` computed by convt_blas where it can be.
 
-    CPU tensors of a supported dtype, with no gradient needed, go through the
+    CPU tensors of one supported dtype, with or without autograd, go through the
     custom op ``torch.ops.convt_blas.conv_transpose1d``; anything else is
     torch's own function.
 
@@ -122,7 +189,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 class ConvTranspose1d(torch.nn.ConvTranspose1d):
-    """``torch.nn.ConvTranspose1d`` whose CPU inference runs on convt_blas.
+    """``torch.nn.ConvTranspose1d`` whose CPU forward and backward run on convt_blas.
 
     The same constructor, parameters, state dict and ``output_size`` argument
     as torch's; :func:`accelerate` gives existing layers this class in place.
@@ -138,8 +205,12 @@ class ConvTranspose1d(torch.nn.ConvTranspose1d):
     ...     expected = torch.nn.functional.conv_transpose1d(x, layer.weight, layer.bias, 2, 1)
     >>> y.shape, torch.allclose(y, expected, atol=1e-6)
     (torch.Size([1, 2, 20]), True)
-    >>> layer(x, output_size=[21]).shape  # autograd records this call: torch computes it
+    >>> y = layer(x, output_size=[21])  # autograd records it; the backward is convt_blas's too
+    >>> y.shape
     torch.Size([1, 2, 21])
+    >>> y.sum().backward()
+    >>> layer.weight.grad.shape
+    torch.Size([4, 2, 4])
     """
 
     def forward(self, input, output_size=None):

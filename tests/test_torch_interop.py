@@ -165,18 +165,21 @@ def test_output_size_and_unbatched_input_as_torch():
             accelerated(x, output_size=[40])
 
 
-def test_fallbacks_autograd_and_padding_mode():
+def test_autograd_on_convt_blas_and_fallbacks():
     layer = ct.ConvTranspose1d(3, 2, 4, stride=2)
     x = torch.randn(1, 3, 8, requires_grad=True)
     calls = []
     original = ct._conv_transpose1d_op
     ct._conv_transpose1d_op = lambda *args: calls.append(args) or original(*args)
     try:
-        layer(x).sum().backward()  # autograd: torch's op, gradients as torch gives them
-        assert x.grad is not None and not calls
+        layer(x).sum().backward()  # autograd records it: convt_blas and its backward
+        assert x.grad is not None and len(calls) == 1
         with torch.no_grad():
             layer(x)
-        assert len(calls) == 1
+        assert len(calls) == 2
+        with pytest.raises(RuntimeError):  # mixed dtypes: torch's op and its message
+            layer(x.double())
+        assert len(calls) == 2
     finally:
         ct._conv_transpose1d_op = original
     with pytest.raises(ValueError, match="zeros"):

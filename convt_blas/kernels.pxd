@@ -124,3 +124,29 @@ cdef int conv_transpose1d_prepared_c128(
     const double complex* weight, const double complex* prepared, int64_t prepared_len,
     const double complex* bias, double complex* out,
     double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+
+# The backward pass (API version 3): gradients of the convolution with
+# respect to its input, weight and bias, as torch's autograd computes them
+# (complex: conjugate Wirtinger). All arrays C-contiguous: grad_output
+# (N, C_out, L_out); input (N, C_in, L_in), read only for grad_weight;
+# weight (C_in, C_out/groups, K), read only for grad_input; grad_input
+# (N, C_in, L_in), grad_weight (C_in, C_out/groups, K), grad_bias (C_out,),
+# each NULL when not wanted, else fully overwritten. workspace: NULL to
+# allocate internally, else at least backward_workspace_length(p, n_threads).
+cdef int64_t backward_workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil
+cdef int conv_transpose1d_backward_f32(
+    const convt_blas_params* p, const float* grad_output, const float* input,
+    const float* weight, float* grad_input, float* grad_weight, float* grad_bias,
+    float* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_backward_f64(
+    const convt_blas_params* p, const double* grad_output, const double* input,
+    const double* weight, double* grad_input, double* grad_weight, double* grad_bias,
+    double* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_backward_c64(
+    const convt_blas_params* p, const float complex* grad_output, const float complex* input,
+    const float complex* weight, float complex* grad_input, float complex* grad_weight, float complex* grad_bias,
+    float complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil
+cdef int conv_transpose1d_backward_c128(
+    const convt_blas_params* p, const double complex* grad_output, const double complex* input,
+    const double complex* weight, double complex* grad_input, double complex* grad_weight, double complex* grad_bias,
+    double complex* workspace, int64_t workspace_len, int n_threads) noexcept nogil

@@ -186,11 +186,53 @@ CONVT_BLAS_PREPARED_KERNEL_TYPE(convt_blas_prepared_kernel_c64, CONVT_BLAS_COMPL
 CONVT_BLAS_PREPARED_KERNEL_TYPE(convt_blas_prepared_kernel_c128, CONVT_BLAS_COMPLEX128);
 #undef CONVT_BLAS_PREPARED_KERNEL_TYPE
 
+/*
+ * The backward pass (API version 3): the gradients of the convolution with
+ * respect to its input, weight and bias, as torch's autograd computes them
+ * (torch.ops.aten.convolution_backward with transposed=True; for complex T
+ * the conjugate Wirtinger derivative: grad_input correlates grad_output
+ * with conj(weight), grad_weight correlates conj(input) with grad_output).
+ * Returns a status code, and writes nothing unless it returns CONVT_BLAS_OK.
+ *   p            the convolution; NULL or invalid values give an error status.
+ *   grad_output  C-contiguous (batch, out_channels, out_length); never NULL.
+ *   input        C-contiguous (batch, in_channels, in_length); read only for
+ *                grad_weight (may be NULL without it).
+ *   weight       C-contiguous (in_channels, out_channels / groups, kernel_size);
+ *                read only for grad_input (may be NULL without it).
+ *   grad_input   NULL (not computed), or C-contiguous (batch, in_channels,
+ *                in_length), fully overwritten.
+ *   grad_weight  NULL, or C-contiguous (in_channels, out_channels / groups,
+ *                kernel_size), fully overwritten.
+ *   grad_bias    NULL, or contiguous (out_channels,): grad_output summed over
+ *                batch and length, in order.
+ *   workspace, workspace_len
+ *                NULL to allocate internally, else a scratch buffer of at least
+ *                backward_workspace_length(p, n_threads) elements of T (enough
+ *                for any choice of gradients).
+ *   n_threads    clamped as the forward's; grad_input and grad_weight are the
+ *                same, bit for bit, for every thread count and equal
+ *                convt_blas.conv_transpose1d_backward's.
+ * The gradients must not overlap each other or the operands. Complex calls
+ * also allocate conjugated copies of weight (for grad_input) and input (for
+ * grad_weight): CONVT_BLAS_ERR_NO_MEMORY when they cannot be had. Alignment
+ * and threads as for the forward kernel above.
+ */
+#define CONVT_BLAS_BACKWARD_TYPE(name, T)                                     \
+    typedef int (*name)(const convt_blas_params *p, const T *grad_output,     \
+                        const T *input, const T *weight, T *grad_input,       \
+                        T *grad_weight, T *grad_bias, T *workspace,           \
+                        int64_t workspace_len, int n_threads)
+CONVT_BLAS_BACKWARD_TYPE(convt_blas_backward_f32, float);
+CONVT_BLAS_BACKWARD_TYPE(convt_blas_backward_f64, double);
+CONVT_BLAS_BACKWARD_TYPE(convt_blas_backward_c64, CONVT_BLAS_COMPLEX64);
+CONVT_BLAS_BACKWARD_TYPE(convt_blas_backward_c128, CONVT_BLAS_COMPLEX128);
+#undef CONVT_BLAS_BACKWARD_TYPE
+
 /* ABI version: the layout of the fields below; a library with another one
  * cannot serve this header. API version: grows when entries are appended at
  * the end, so a newer library serves callers built with an older header. */
 #define CONVT_BLAS_ABI_VERSION 1
-#define CONVT_BLAS_API_VERSION 2
+#define CONVT_BLAS_API_VERSION 3
 #define CONVT_BLAS_CAPSULE_NAME "convt_blas._C_API"
 
 typedef struct convt_blas_api {
@@ -226,6 +268,14 @@ typedef struct convt_blas_api {
     convt_blas_prepared_kernel_f64 conv_transpose1d_prepared_f64;
     convt_blas_prepared_kernel_c64 conv_transpose1d_prepared_c64;
     convt_blas_prepared_kernel_c128 conv_transpose1d_prepared_c128;
+    /* API version 3: the backward pass (see above). */
+    /* Workspace elements a backward call with n_threads needs; -1 for a NULL
+     * or invalid p. */
+    int64_t (*backward_workspace_length)(const convt_blas_params *p, int n_threads);
+    convt_blas_backward_f32 conv_transpose1d_backward_f32;
+    convt_blas_backward_f64 conv_transpose1d_backward_f64;
+    convt_blas_backward_c64 conv_transpose1d_backward_c64;
+    convt_blas_backward_c128 conv_transpose1d_backward_c128;
 } convt_blas_api;
 
 #ifdef Py_PYTHON_H

@@ -330,3 +330,113 @@ cdef int _run_backward_typed(int type_num, const convt_blas_params* p, const Bac
                              <double complex*>grad_input, <double complex*>grad_weight,
                              <double complex*>workspace, workspace_len, n_threads)
     return CONVT_BLAS_ERR_BAD_SHAPE
+
+
+# The C API's backward (entries.pxi): plain operands in, torch's gradients out.
+
+cdef inline int64_t _backward_workers(const BackwardPlan* plan, bint want_input,
+                                      bint want_weight, int n_threads,
+                                      int64_t* per_worker) noexcept nogil:
+    """_run_backward's workers and (through per_worker) their elements each."""
+    per_worker[0] = _max(plan.input_worker_elements if want_input else 0,
+                         plan.weight_worker_elements if want_weight else 0)
+    return _max(1, _min(<int64_t>_thread_count(n_threads),
+                        _max(plan.input_units if want_input else 0,
+                             plan.weight_units if want_weight else 0)))
+
+
+cdef int64_t backward_workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil:
+    """Workspace elements a backward call with ``n_threads`` needs, whichever
+    gradients it computes; -1 for a NULL, invalid or overflowing ``p``."""
+    cdef BackwardPlan plan
+    cdef int64_t per_worker, workers
+    if p == NULL or _make_backward_plan(p, &plan) != CONVT_BLAS_OK:
+        return -1
+    workers = _backward_workers(&plan, True, True, n_threads, &per_worker)
+    if _mul_overflows(per_worker, workers):
+        return -1
+    return per_worker * workers
+
+
+cdef int _conv_transpose1d_backward(const convt_blas_params* p, const scalar_t* grad_output,
+                                    const scalar_t* x, const scalar_t* w,
+                                    scalar_t* grad_input, scalar_t* grad_weight,
+                                    scalar_t* grad_bias, scalar_t* workspace,
+                                    int64_t workspace_len, int n_threads) noexcept nogil:
+    """The backward for a caller that brings no plan (the C API): validates ``p`` and
+    the pointers, conjugates complex operands (into copies it allocates), runs
+    _run_backward and sums grad_bias in order. Writes nothing unless it succeeds."""
+    cdef BackwardPlan plan
+    cdef int status
+    cdef int64_t per_worker, workers, needed, out_len, x_len, w_len, i, n, c, l
+    cdef scalar_t* conj_x = NULL
+    cdef scalar_t* conj_w = NULL
+    cdef scalar_t* owned = NULL
+    cdef scalar_t total
+    cdef const scalar_t* row
+    if p == NULL:
+        return CONVT_BLAS_ERR_NULL_POINTER
+    status = _make_backward_plan(p, &plan)
+    if status != CONVT_BLAS_OK:
+        return status
+    if (grad_output == NULL or (grad_input != NULL and w == NULL)
+            or (grad_weight != NULL and x == NULL)):
+        return CONVT_BLAS_ERR_NULL_POINTER
+    out_len = output_length(p)
+    if (_mul_overflows(p.batch, p.out_channels) or _mul_overflows(p.batch * p.out_channels, out_len)
+            or _mul_overflows(p.batch, p.in_channels)
+            or _mul_overflows(p.batch * p.in_channels, p.in_length)
+            or _mul_overflows(p.in_channels, plan.rows)):
+        return CONVT_BLAS_ERR_OVERFLOW
+    x_len = p.batch * p.in_channels * p.in_length
+    w_len = p.in_channels * plan.rows
+    workers = _backward_workers(&plan, grad_input != NULL, grad_weight != NULL, n_threads,
+                                &per_worker)
+    if _mul_overflows(per_worker, workers):
+        return CONVT_BLAS_ERR_OVERFLOW
+    needed = per_worker * workers
+    if workspace != NULL and workspace_len < needed:
+        return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
+    if _max(needed, _max(x_len, w_len)) > INT64_MAX / <int64_t>sizeof(scalar_t):
+        return CONVT_BLAS_ERR_OVERFLOW
+
+    if scalar_t is cython.floatcomplex or scalar_t is cython.doublecomplex:
+        # torch's convention: grad_input correlates with conj(W), grad_weight with conj(X).
+        if grad_input != NULL:
+            conj_w = <scalar_t*>malloc(<size_t>_max(1, w_len) * sizeof(scalar_t))
+            if conj_w == NULL:
+                return CONVT_BLAS_ERR_NO_MEMORY
+            for i in range(w_len):
+                conj_w[i] = w[i].conjugate()
+            w = conj_w
+        if grad_weight != NULL:
+            conj_x = <scalar_t*>malloc(<size_t>_max(1, x_len) * sizeof(scalar_t))
+            if conj_x == NULL:
+                free(conj_w)
+                return CONVT_BLAS_ERR_NO_MEMORY
+            for i in range(x_len):
+                conj_x[i] = x[i].conjugate()
+            x = conj_x
+    if workspace == NULL:
+        owned = <scalar_t*>malloc(<size_t>_max(1, needed) * sizeof(scalar_t))
+        if owned == NULL:
+            free(conj_w)
+            free(conj_x)
+            return CONVT_BLAS_ERR_NO_MEMORY
+        workspace = owned
+        workspace_len = needed
+
+    status = _run_backward(p, &plan, grad_output, x, w, grad_input, grad_weight,
+                           workspace, workspace_len, n_threads)
+    if status == CONVT_BLAS_OK and grad_bias != NULL:
+        for c in range(p.out_channels):
+            total = 0
+            for n in range(p.batch):
+                row = grad_output + (n * p.out_channels + c) * out_len
+                for l in range(out_len):
+                    total = total + row[l]
+            grad_bias[c] = total
+    free(owned)
+    free(conj_w)
+    free(conj_x)
+    return status

@@ -12,7 +12,9 @@ from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t
 
 from convt_blas.kernels cimport (
-    convt_blas_params,
+    convt_blas_params, backward_workspace_length,
+    conv_transpose1d_backward_c64, conv_transpose1d_backward_c128,
+    conv_transpose1d_backward_f32, conv_transpose1d_backward_f64,
     conv_transpose1d_c64, conv_transpose1d_c128, conv_transpose1d_f32, conv_transpose1d_f64,
     conv_transpose1d_prepared_c64, conv_transpose1d_prepared_c128,
     conv_transpose1d_prepared_f32, conv_transpose1d_prepared_f64,
@@ -68,6 +70,18 @@ cdef extern from "convt_blas.h":
         const convt_blas_params*, const double complex*, int64_t, int64_t, int64_t,
         const double complex*, const double complex*, int64_t, const double complex*,
         double complex*, double complex*, int64_t, int) noexcept nogil
+    ctypedef int (*convt_blas_backward_f32)(
+        const convt_blas_params*, const float*, const float*, const float*, float*, float*,
+        float*, float*, int64_t, int) noexcept nogil
+    ctypedef int (*convt_blas_backward_f64)(
+        const convt_blas_params*, const double*, const double*, const double*, double*, double*,
+        double*, double*, int64_t, int) noexcept nogil
+    ctypedef int (*convt_blas_backward_c64)(
+        const convt_blas_params*, const float complex*, const float complex*, const float complex*, float complex*, float complex*,
+        float complex*, float complex*, int64_t, int) noexcept nogil
+    ctypedef int (*convt_blas_backward_c128)(
+        const convt_blas_params*, const double complex*, const double complex*, const double complex*, double complex*, double complex*,
+        double complex*, double complex*, int64_t, int) noexcept nogil
 
     ctypedef struct convt_blas_api:
         unsigned int abi_version
@@ -89,6 +103,11 @@ cdef extern from "convt_blas.h":
         convt_blas_prepared_kernel_f64 conv_transpose1d_prepared_f64
         convt_blas_prepared_kernel_c64 conv_transpose1d_prepared_c64
         convt_blas_prepared_kernel_c128 conv_transpose1d_prepared_c128
+        int64_t (*backward_workspace_length)(const convt_blas_params*, int) noexcept nogil
+        convt_blas_backward_f32 conv_transpose1d_backward_f32
+        convt_blas_backward_f64 conv_transpose1d_backward_f64
+        convt_blas_backward_c64 conv_transpose1d_backward_c64
+        convt_blas_backward_c128 conv_transpose1d_backward_c128
 
 
 # Lives as long as the module (never unloaded), so the capsule needs no destructor.
@@ -114,5 +133,11 @@ _table.conv_transpose1d_prepared_c64 = (
     <convt_blas_prepared_kernel_c64>conv_transpose1d_prepared_c64)
 _table.conv_transpose1d_prepared_c128 = (
     <convt_blas_prepared_kernel_c128>conv_transpose1d_prepared_c128)
+_table.backward_workspace_length = backward_workspace_length
+_table.conv_transpose1d_backward_f32 = conv_transpose1d_backward_f32
+_table.conv_transpose1d_backward_f64 = conv_transpose1d_backward_f64
+_table.conv_transpose1d_backward_c64 = <convt_blas_backward_c64>conv_transpose1d_backward_c64
+_table.conv_transpose1d_backward_c128 = (
+    <convt_blas_backward_c128>conv_transpose1d_backward_c128)
 
 _C_API = PyCapsule_New(&_table, CONVT_BLAS_CAPSULE_NAME, NULL)

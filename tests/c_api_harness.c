@@ -194,6 +194,54 @@ static PyObject *call_prepared(PyObject *self, PyObject *args)
     return PyLong_FromLong(status);
 }
 
+/* call_backward(dtype, params, grad_output, x, w, grad_input, grad_weight, grad_bias,
+ * workspace, n_threads) -> status; None stands for NULL and the workspace length is
+ * the workspace buffer's element count. */
+static PyObject *call_backward(PyObject *self, PyObject *args)
+{
+    const char *dtype;
+    PyObject *params_obj, *objs[7];
+    int n_threads, i, status = 0;
+    convt_blas_params storage;
+    const convt_blas_params *p;
+    Py_buffer views[7];
+    void *ptr[7];
+    int64_t workspace_len;
+
+    if (!PyArg_ParseTuple(args, "sOOOOOOOOi", &dtype, &params_obj, &objs[0], &objs[1],
+                          &objs[2], &objs[3], &objs[4], &objs[5], &objs[6], &n_threads))
+        return NULL;
+    if (get_params(params_obj, &storage, &p) < 0)
+        return NULL;
+    for (i = 0; i < 7; i++) {
+        if (get_pointer(objs[i], &views[i], i >= 3, &ptr[i]) < 0) {
+            while (i-- > 0)
+                PyBuffer_Release(&views[i]);
+            return NULL;
+        }
+    }
+    workspace_len = ptr[6] != NULL ? views[6].len / views[6].itemsize : 0;
+#define CALL(entry) convt_blas_API->entry(p, ptr[0], ptr[1], ptr[2], ptr[3], ptr[4], ptr[5], \
+                                          ptr[6], workspace_len, n_threads)
+    Py_BEGIN_ALLOW_THREADS
+    switch (dtype[0]) {
+    case 'f': status = CALL(conv_transpose1d_backward_f32); break;
+    case 'd': status = CALL(conv_transpose1d_backward_f64); break;
+    case 'F': status = CALL(conv_transpose1d_backward_c64); break;
+    case 'D': status = CALL(conv_transpose1d_backward_c128); break;
+    default: status = 1;
+    }
+    Py_END_ALLOW_THREADS
+#undef CALL
+    for (i = 0; i < 7; i++)
+        PyBuffer_Release(&views[i]);
+    if (status == 1) {
+        PyErr_Format(PyExc_ValueError, "unknown dtype code %s", dtype);
+        return NULL;
+    }
+    return PyLong_FromLong(status);
+}
+
 /* Call a table entry of type int64_t (*)(const convt_blas_params *[, int]) on (params[, n]). */
 static PyObject *sizes(PyObject *self, PyObject *args)
 {
@@ -217,6 +265,8 @@ static PyObject *sizes(PyObject *self, PyObject *args)
         return PyLong_FromLongLong(convt_blas_API->prepared_weight_length(p));
     if (strcmp(name, "workspace_length_prepared") == 0)
         return PyLong_FromLongLong(convt_blas_API->workspace_length_prepared(p, n_threads));
+    if (strcmp(name, "backward_workspace_length") == 0)
+        return PyLong_FromLongLong(convt_blas_API->backward_workspace_length(p, n_threads));
     return PyErr_Format(PyExc_ValueError, "no table entry %s", name);
 }
 
@@ -251,6 +301,7 @@ static PyMethodDef methods[] = {
     {"call", call, METH_VARARGS, NULL},
     {"prepare", prepare, METH_VARARGS, NULL},
     {"call_prepared", call_prepared, METH_VARARGS, NULL},
+    {"call_backward", call_backward, METH_VARARGS, NULL},
     {"sizes", sizes, METH_VARARGS, NULL},
     {"strerror", strerror_, METH_VARARGS, NULL},
     {"table", table, METH_NOARGS, NULL},

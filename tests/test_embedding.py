@@ -99,6 +99,14 @@ def _problem(rng, case, dtype, bias=True, channels_last=False):
     return x, w, b, spec, kwargs
 
 
+def _with_params(params, **changes):
+    """The kernel parameter tuple ``params`` with some fields changed."""
+    fields = ("batch in_channels in_length out_channels kernel_size stride padding "
+              "output_padding dilation groups").split()
+    values = dict(zip(fields, params), **changes)
+    return tuple(values[f] for f in fields)
+
+
 def _element_strides(x):
     return tuple(s // x.itemsize for s in x.strides)
 
@@ -149,10 +157,7 @@ def test_c_api_status_codes(built, rng):
         return h.call("d", params, x, strides, w, b, out, workspace, n_threads)
 
     def with_params(**changes):
-        fields = ("batch in_channels in_length out_channels kernel_size stride padding "
-                  "output_padding dilation groups").split()
-        values = dict(zip(fields, params), **changes)
-        return tuple(values[f] for f in fields)
+        return _with_params(params, **changes)
 
     assert status(params=None) == h.ERR_NULL_POINTER
     assert status(x=None) == h.ERR_NULL_POINTER
@@ -374,3 +379,134 @@ def test_docs_show_the_examples_tested_here():
                  "cython_api/convt_cython_example.pyx", "cython_api/setup.py"):
         assert f".. literalinclude:: ../examples/{name}\n" in page, \
             f"docs/c_api.rst does not include examples/{name}"
+
+
+# The backward pass (API version 3): groups, dilation, output_padding, batch 2.
+BACKWARD_CASES = CASES + [
+    (2, 6, 9, 4, 3, 2, 1, 1, 2, 3),
+    (2, 4, 300, 3, 5, 3, 0, 2, 1, 2),
+]
+
+
+def _backward_problem(rng, case, dtype):
+    x, w, _, spec, kwargs = _problem(rng, case, dtype, bias=False)
+    go = random_array(rng, spec.out_shape, dtype)
+    return go, x, w, spec, kwargs
+
+
+def _ordered_bias(go):
+    """grad_output summed over batch and length in order, as the C entries sum it."""
+    rows = np.ascontiguousarray(go.transpose(1, 0, 2)).reshape(go.shape[1], -1)
+    return rows.cumsum(axis=1, dtype=go.dtype)[:, -1] if rows.shape[1] else rows.sum(axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("case", BACKWARD_CASES)
+@pytest.mark.parametrize("n_threads, own_workspace", [(1, True), (2, False), (3, True)])
+def test_c_api_backward_matches_python_bitwise(built, rng, dtype, case, n_threads,
+                                               own_workspace):
+    h = built.harness
+    go, x, w, spec, kwargs = _backward_problem(rng, case, dtype)
+    gi_expected, gw_expected, _ = convt_blas.conv_transpose1d_backward(go, x, w, **kwargs)
+    params = spec.kernel_params
+    workspace = None
+    if own_workspace:
+        workspace = np.empty(h.sizes("backward_workspace_length", params, n_threads), dtype)
+    gi, gw = np.full(x.shape, np.nan, dtype), np.full(w.shape, np.nan, dtype)
+    gb = np.full(go.shape[1], np.nan, dtype)
+    assert h.call_backward(np.dtype(dtype).char, params, go, x, w, gi, gw, gb, workspace,
+                           n_threads) == h.OK
+    assert gi.tobytes() == gi_expected.tobytes()
+    assert gw.tobytes() == gw_expected.tobytes()
+    assert gb.tobytes() == _ordered_bias(go).tobytes()
+    np.testing.assert_allclose(gb, go.sum(axis=(0, 2)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False),
+                                  (False, False, True), (False, False, False)])
+def test_c_api_backward_masks_by_null_pointers(built, rng, dtype, mask):
+    """NULL gradients are not computed; the operands they alone need may be NULL too."""
+    h = built.harness
+    go, x, w, spec, kwargs = _backward_problem(rng, BACKWARD_CASES[3], dtype)
+    gi_expected, gw_expected, _ = convt_blas.conv_transpose1d_backward(go, x, w, **kwargs)
+    gi = np.full(x.shape, np.nan, dtype) if mask[0] else None
+    gw = np.full(w.shape, np.nan, dtype) if mask[1] else None
+    gb = np.full(go.shape[1], np.nan, dtype) if mask[2] else None
+    assert h.call_backward(np.dtype(dtype).char, spec.kernel_params, go,
+                           x if mask[1] else None, w if mask[0] else None, gi, gw, gb,
+                           None, 2) == h.OK
+    if mask[0]:
+        assert gi.tobytes() == gi_expected.tobytes()
+    if mask[1]:
+        assert gw.tobytes() == gw_expected.tobytes()
+    if mask[2]:
+        assert gb.tobytes() == _ordered_bias(go).tobytes()
+
+
+def test_c_api_backward_empty_batch(built, rng):
+    h = built.harness
+    go, x, w, spec, kwargs = _backward_problem(rng, (0, 4, 17, 5, 3, 2, 1, 1, 1, 1),
+                                               np.float64)
+    gw, gb = np.full(w.shape, np.nan), np.full(go.shape[1], np.nan)
+    assert h.call_backward("d", spec.kernel_params, go, x, w, np.empty(x.shape), gw, gb,
+                           None, 1) == h.OK
+    assert not gw.any() and not gb.any()
+
+
+def test_c_api_backward_sizes_and_threads(built, rng):
+    """The workspace length: backward_sizes' per-worker elements times the clamped workers."""
+    h = built.harness
+    for case in BACKWARD_CASES:
+        params = _problem(rng, case, np.float64)[3].kernel_params
+        in_units, in_elements, w_units, w_elements = kernels.backward_sizes(params)
+        per_worker, units = max(in_elements, w_elements), max(in_units, w_units)
+        for n_threads, workers in [(1, 1), (2, 2), (0, 1), (-1, 1), (2 ** 31 - 1, 256)]:
+            assert (h.sizes("backward_workspace_length", params, n_threads)
+                    == per_worker * max(1, min(workers, units))), (case, n_threads)
+    assert h.sizes("backward_workspace_length", None) == -1
+
+
+def test_c_api_backward_status_codes(built, rng):
+    """Each bad argument gets its status, and the gradients are left as they were."""
+    h = built.harness
+    go, x, w, spec, kwargs = _backward_problem(rng, BACKWARD_CASES[3], np.float64)
+    params = spec.kernel_params
+    gi, gw = np.full(x.shape, np.nan), np.full(w.shape, np.nan)
+    gb = np.full(go.shape[1], np.nan)
+    untouched = [a.tobytes() for a in (gi, gw, gb)]
+    workspace = np.empty(h.sizes("backward_workspace_length", params, 1))
+
+    def status(params=params, go=go, x=x, w=w, gi=gi, gw=gw, gb=gb, workspace=workspace,
+               n_threads=1):
+        return h.call_backward("d", params, go, x, w, gi, gw, gb, workspace, n_threads)
+
+    def with_params(**changes):
+        return _with_params(params, **changes)
+
+    assert status(params=None) == h.ERR_NULL_POINTER
+    assert status(go=None) == h.ERR_NULL_POINTER
+    assert status(x=None) == h.ERR_NULL_POINTER  # grad_weight needs the input
+    assert status(w=None) == h.ERR_NULL_POINTER  # grad_input needs the weight
+    for bad in (dict(groups=4), dict(stride=0), dict(in_length=0), dict(kernel_size=0),
+                dict(output_padding=-1), dict(padding=-1), dict(out_channels=0),
+                dict(dilation=0), dict(batch=-1), dict(padding=100)):
+        assert status(params=with_params(**bad)) == h.ERR_BAD_SHAPE, bad
+        assert h.sizes("backward_workspace_length", with_params(**bad), 1) == -1, bad
+    assert status(params=with_params(batch=2 ** 62)) == h.ERR_OVERFLOW
+    assert status(params=with_params(kernel_size=2 ** 40)) == h.ERR_OVERFLOW
+    assert status(workspace=workspace[:-1]) == h.ERR_WORKSPACE_TOO_SMALL
+    assert status(workspace=workspace, n_threads=2) == h.ERR_WORKSPACE_TOO_SMALL
+    assert [a.tobytes() for a in (gi, gw, gb)] == untouched
+    # Thread counts out of range are clamped: 1 for -1, CONVT_BLAS_MAX_THREADS for INT_MAX.
+    expected = convt_blas.conv_transpose1d_backward(go, x, w, **kwargs)
+    for n_threads in (-1, 2 ** 31 - 1):
+        big = np.empty(h.sizes("backward_workspace_length", params, n_threads))
+        gi[...] = gw[...] = np.nan
+        assert status(workspace=big, n_threads=n_threads) == h.OK
+        assert gi.tobytes() == expected[0].tobytes()
+        assert gw.tobytes() == expected[1].tobytes()
+        assert status(workspace=None, n_threads=n_threads) == h.OK
+        assert gi.tobytes() == expected[0].tobytes()
+    with pytest.raises(ValueError, match="unknown dtype"):
+        h.call_backward("q", params, go, x, w, gi, gw, gb, None, 1)

@@ -124,3 +124,33 @@ def test_compiled_training_step(monkeypatch):
     assert len(calls) == 6  # two layers, three steps
     for name, param in got.items():
         assert_close(param.detach(), expected[name].detach())
+
+
+def test_gradcheck_complex128():
+    torch.manual_seed(2)
+    layer = ct.ConvTranspose1d(2, 4, 3, stride=2, padding=1, groups=2,
+                               dtype=torch.complex128)
+    x = torch.randn(2, 2, 5, dtype=torch.complex128, requires_grad=True)
+
+    def f(x, weight, bias):
+        return torch.func.functional_call(layer, {"weight": weight, "bias": bias}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, layer.weight, layer.bias))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_gradients_as_torch(dtype):
+    torch.manual_seed(3)
+    plain = torch.nn.ConvTranspose1d(4, 6, 5, stride=2, padding=1, groups=2, dtype=dtype)
+    accelerated = ct.accelerate(copy.deepcopy(plain))
+    x = torch.randn(2, 4, 9, dtype=dtype)
+    grads = []
+    for model in (plain, accelerated):
+        xi = x.clone().requires_grad_()
+        out = model(xi)
+        assert out.dtype == dtype
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=dtype).reshape(out.shape))
+        grads.append((xi.grad, model.weight.grad, model.bias.grad))
+    for got, expected in zip(grads[1], grads[0]):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), expected.float(), rtol=1e-2, atol=1e-2)

@@ -28,7 +28,7 @@ import tracemalloc
 import numpy as np
 
 import convt_blas
-from convt_blas import _functional, _models, _timing
+from convt_blas import _memory, _models, _timing
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -69,7 +69,7 @@ def layer_arrays(layer, rng):
 
 def forget_workspaces():
     """Drop this thread's cached workspaces, so that the next call is a cold one."""
-    _functional._workspaces.buffers = {}
+    _memory._workspaces.buffers = {}
 
 
 def cold_call_seconds(call, repeats=3):

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _threads, kernels
-from ._memory import check_fits, fresh_copy
+from ._memory import check_fits, fresh_copy, workspace
 from ._validation import (as_array, astype_hint, check_arguments, check_dtypes, compute_dtype,
                           is_supported, native)
 
@@ -172,10 +172,10 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
             spec.out_channels // spec.groups) * (mask[0] + mask[1])
         workers = _threads.plan_threads(units, flops)
         check_fits(compute.itemsize * per_worker * workers, "the backward workspace")
-        workspace = np.empty(max(1, per_worker * workers), compute)
+        scratch = workspace(compute, per_worker * workers)
         workers = _threads.worker_pool.enter(workers)
         try:
-            kernels.run_backward(shape, go_c, x_c, w_c, grad_input, grad_weight, workspace,
+            kernels.run_backward(shape, go_c, x_c, w_c, grad_input, grad_weight, scratch,
                                  workers)
         finally:
             _threads.worker_pool.exit(workers)

@@ -4,16 +4,14 @@ Everything that can be wrong with the arguments is found (convt_blas._validation
 before any memory of the caller's is written; the kernel then only computes.
 """
 import functools
-import threading
 
 import numpy as np
 
 from . import _threads, kernels
-from ._memory import check_fits, fresh_copy
+from ._memory import check_fits, fresh_copy, workspace
 from ._validation import (as_array, check_arguments, check_dtypes, check_out, compute_dtype,
                           is_low_precision, native)
 
-_workspaces = threading.local()
 
 
 def _kernel_strides(x):
@@ -46,19 +44,6 @@ def _kernel_strides(x):
     if s_c == 1 and s_l >= c:
         return s_n, s_c, s_l
     return None
-
-
-def _workspace(dtype, size):
-    """A per-thread scratch buffer of at least ``size`` elements, reused across calls."""
-    cache = getattr(_workspaces, "buffers", None)
-    if cache is None:
-        cache = _workspaces.buffers = {}
-    buf = cache.get(dtype)
-    if buf is None or buf.size < size:
-        cache.pop(dtype, None)  # free the old one before allocating the new one
-        buf = np.empty(max(size, 1), dtype=dtype)
-        cache[dtype] = buf
-    return buf
 
 
 @functools.lru_cache(maxsize=1024)
@@ -233,7 +218,7 @@ def conv_transpose1d_cpu(input, weight, bias, stride, padding, output_padding, g
     flops = 2 * spec.batch * spec.in_length * spec.in_channels * spec.kernel_size * (
         spec.out_channels // spec.groups)
     workers = _threads.plan_threads(spec.batch * call.units_per_sample, flops)
-    workspace = _workspace(x3.dtype, call.worker_elements * workers)
+    scratch = workspace(x3.dtype, call.worker_elements * workers)
     full_shape = (spec.batch, spec.out_channels, spec.out_length)
     # An unaligned or low-precision out= is filled from an aligned result at the end.
     direct_out = out is not None and not low_precision and out.flags.aligned
@@ -249,7 +234,7 @@ def conv_transpose1d_cpu(input, weight, bias, stride, padding, output_padding, g
         prepared = (weight_cache.prepared_weight(key, params, w, workers)
                     if call.takes_prepared else None)
         rows = weight_cache.weight_rows(key, params, w, workers) if takes_rows else None
-        kernels.run_plan(call, x3, strides, w, b, result, workspace, workers, prepared, rows)
+        kernels.run_plan(call, x3, strides, w, b, result, scratch, workers, prepared, rows)
     finally:
         _threads.worker_pool.exit(workers)
 

@@ -5,8 +5,11 @@ when it writes the pages; a large array is measured against what is
 available first instead, so that the caller gets a MemoryError.
 """
 import os
+import threading
 
 import numpy as np
+
+_workspaces = threading.local()
 
 # Arrays below this size are not worth a look at the system's memory.
 CHECKED_BYTES = 1 << 28
@@ -43,3 +46,17 @@ def fresh_copy(arr, dtype=None, order="C"):
     dtype = np.dtype(dtype or arr.dtype)
     check_fits(arr.size * dtype.itemsize, f"a contiguous copy of an array of shape {arr.shape}")
     return np.array(arr, dtype=dtype, order=order, copy=True)
+
+
+def workspace(dtype, size):
+    """A per-thread scratch buffer of at least ``size`` elements, reused across calls
+    (the forward's and the backward's alike: a thread runs one call at a time)."""
+    cache = getattr(_workspaces, "buffers", None)
+    if cache is None:
+        cache = _workspaces.buffers = {}
+    buf = cache.get(dtype)
+    if buf is None or buf.size < size:
+        cache.pop(dtype, None)  # free the old one before allocating the new one
+        buf = np.empty(max(size, 1), dtype=dtype)
+        cache[dtype] = buf
+    return buf

@@ -307,31 +307,6 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
     return CONVT_BLAS_OK
 
 
-cdef int _run_backward_typed(int type_num, const convt_blas_params* p, const BackwardPlan* plan,
-                             const void* grad_output, const void* x, const void* w,
-                             void* grad_input, void* grad_weight, void* workspace,
-                             int64_t workspace_len, int n_threads) noexcept nogil:
-    if type_num == cnp.NPY_FLOAT32:
-        return _run_backward(p, plan, <const float*>grad_output, <const float*>x,
-                             <const float*>w, <float*>grad_input, <float*>grad_weight,
-                             <float*>workspace, workspace_len, n_threads)
-    if type_num == cnp.NPY_FLOAT64:
-        return _run_backward(p, plan, <const double*>grad_output, <const double*>x,
-                             <const double*>w, <double*>grad_input, <double*>grad_weight,
-                             <double*>workspace, workspace_len, n_threads)
-    if type_num == cnp.NPY_COMPLEX64:
-        return _run_backward(p, plan, <const float complex*>grad_output,
-                             <const float complex*>x, <const float complex*>w,
-                             <float complex*>grad_input, <float complex*>grad_weight,
-                             <float complex*>workspace, workspace_len, n_threads)
-    if type_num == cnp.NPY_COMPLEX128:
-        return _run_backward(p, plan, <const double complex*>grad_output,
-                             <const double complex*>x, <const double complex*>w,
-                             <double complex*>grad_input, <double complex*>grad_weight,
-                             <double complex*>workspace, workspace_len, n_threads)
-    return CONVT_BLAS_ERR_BAD_SHAPE
-
-
 # The C API's backward (entries.pxi): plain operands in, torch's gradients out.
 
 cdef inline int64_t _backward_workers(const BackwardPlan* plan, bint want_input,

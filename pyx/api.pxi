@@ -71,7 +71,8 @@ def plan_call(tuple shape, bint has_prepared, winograd=None):
     call.takes_rows = False
     if has_prepared and not offered.winograd and not offered.direct_taps:
         # Rows only where the plan's largest GEMM reads them (_reads_rows).
-        rows = offered.block_channels * call.params.kernel_size
+        rows = (offered.row_block if offered.row_block > 0
+                else offered.block_channels * call.params.kernel_size)
         columns = (offered.samples_per_unit * call.params.in_length
                    if offered.samples_per_unit > 1 else offered.max_columns)
         call.takes_rows = _blocked_either_way(columns if offered.position_major else rows,

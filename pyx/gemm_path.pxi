@@ -1,25 +1,36 @@
 # The GEMM path: one unit's input columns, its GEMM and its col2im.
 
-cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
-                              int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                              const scalar_t* weight_rows, int64_t n_channels, int64_t n_cols,
-                              scalar_t* columns, scalar_t* scratch) noexcept nogil:
-    """columns[c*K + k, l] = sum_i W_g[i, c, k] * X_g[i, l]: one row per (channel, tap).
+cdef void _column_rows(const Plan* plan, int64_t K, const scalar_t* x_tile,
+                       int64_t sx_c, int64_t sx_l, const scalar_t* w_rows,
+                       const scalar_t* weight_rows, int64_t n_rows, int64_t n_cols,
+                       scalar_t* columns, scalar_t* scratch) noexcept nogil:
+    """columns[r, l] = sum_i W_g[i, r] * X_g[i, l] for ``n_rows`` rows r = c*K + k.
 
-    ``weight_rows``: NULL, or the block's weight rows (c*K + k, i), C_in/g long
-    (lay_out_weight_rows), read instead of ``w_block`` where _reads_rows allows.
+    ``w_rows`` points at the first row's column of W_g (C_in/g, C_out/g * K).
+    ``weight_rows``: NULL, or the same rows laid out (r, i), C_in/g long
+    (lay_out_weight_rows), read instead of ``w_rows`` where _reads_rows allows.
     """
-    cdef bint rows = _reads_rows(weight_rows, n_channels * K, n_cols, plan.c_in_g)
-    cdef const scalar_t* w_gemm = weight_rows if rows else w_block
+    cdef bint rows = _reads_rows(weight_rows, n_rows, n_cols, plan.c_in_g)
+    cdef const scalar_t* w_gemm = weight_rows if rows else w_rows
     cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart.
-        _gemm(not rows, False, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+        _gemm(not rows, False, <int>n_rows, <int>n_cols, <int>plan.c_in_g,
               w_gemm, ld_w, x_tile, <int>sx_c, columns, <int>n_cols, scratch)
     else:
         # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
-        _gemm(not rows, True, <int>(n_channels * K), <int>n_cols, <int>plan.c_in_g,
+        _gemm(not rows, True, <int>n_rows, <int>n_cols, <int>plan.c_in_g,
               w_gemm, ld_w, x_tile, <int>sx_l, columns, <int>n_cols, scratch)
+
+
+cdef inline void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
+                                     int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
+                                     const scalar_t* weight_rows, int64_t n_channels,
+                                     int64_t n_cols, scalar_t* columns,
+                                     scalar_t* scratch) noexcept nogil:
+    """columns[c*K + k, l] = sum_i W_g[i, c, k] * X_g[i, l]: one row per (channel, tap)."""
+    _column_rows(plan, K, x_tile, sx_c, sx_l, w_block, weight_rows, n_channels * K, n_cols,
+                 columns, scratch)
 
 
 cdef void _columns_by_position(const Plan* plan, int64_t K, const scalar_t* x_tile,
@@ -186,3 +197,57 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                             rows_block, n_channels, n_cols, columns, copy)
     _gather_phases(p, plan, bias_block, 1, n_channels, start, stop, l_lo, l_hi, columns,
                    x_group, sx_c, sx_l, w_block, phase, out_block)
+
+
+cdef inline void _stage_of(const convt_blas_params* p, const Plan* plan, int64_t stage,
+                           int64_t* n, int64_t* g, int64_t* start, int64_t* stop,
+                           int64_t* l_lo, int64_t* l_hi) noexcept nogil:
+    """Batch element, group and output positions of a shared-columns stage."""
+    cdef int64_t tile = stage % plan.n_tiles
+    n[0] = stage / (p.groups * plan.n_tiles)
+    g[0] = (stage / plan.n_tiles) % p.groups
+    start[0] = tile * plan.tile
+    stop[0] = _min(start[0] + plan.tile, plan.out_length)
+    _input_range(p, start[0], stop[0], l_lo, l_hi)
+
+
+cdef void _run_stage_rows(const convt_blas_params* p, const Plan* plan, int64_t stage,
+                          int64_t row_block, const scalar_t* x, int64_t sx_n, int64_t sx_c,
+                          int64_t sx_l, const scalar_t* w, const scalar_t* weight_rows,
+                          scalar_t* columns, scalar_t* scratch) noexcept nogil:
+    """A shared-columns stage's GEMM for rows [r0, r0 + plan.row_block) of its columns.
+
+    Each row block packs its own part of the weight and the stage's input
+    tile: with few input positions and many rows this shares the work of
+    one GEMM among threads without packing the weight once per unit.
+    """
+    cdef int64_t K = p.kernel_size, n, g, start, stop, l_lo, l_hi, n_cols, r0, n_rows
+    cdef int64_t rows_g = plan.c_out_g * K
+    _stage_of(p, plan, stage, &n, &g, &start, &stop, &l_lo, &l_hi)
+    n_cols = l_hi - l_lo + 1
+    r0 = row_block * plan.row_block
+    n_rows = _min(plan.row_block, rows_g - r0)
+    if n_cols <= 0 or n_rows <= 0:
+        return
+    _column_rows(plan, K, x + n * sx_n + g * plan.c_in_g * sx_c + l_lo * sx_l, sx_c, sx_l,
+                 w + g * plan.c_in_g * rows_g + r0,
+                 weight_rows + (g * rows_g + r0) * plan.c_in_g if weight_rows != NULL else NULL,
+                 n_rows, n_cols, columns + r0 * n_cols, scratch)
+
+
+cdef void _run_stage_col2im(const convt_blas_params* p, const Plan* plan, int64_t stage,
+                            int64_t block, const scalar_t* x, int64_t sx_n, int64_t sx_c,
+                            int64_t sx_l, const scalar_t* w, const scalar_t* bias,
+                            scalar_t* out, const scalar_t* columns,
+                            scalar_t* phase) noexcept nogil:
+    """A shared-columns stage's col2im for output channels [co0, co0 + block_channels)."""
+    cdef int64_t K = p.kernel_size, n, g, start, stop, l_lo, l_hi, co0, n_channels, n_cols
+    _stage_of(p, plan, stage, &n, &g, &start, &stop, &l_lo, &l_hi)
+    n_cols = _max(0, l_hi - l_lo + 1)
+    co0 = block * plan.block_channels
+    n_channels = _min(plan.block_channels, plan.c_out_g - co0)
+    _gather_phases(p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL, 1,
+                   n_channels, start, stop, l_lo, l_hi, columns + co0 * K * n_cols,
+                   x + n * sx_n + g * plan.c_in_g * sx_c, sx_c, sx_l,
+                   w + g * plan.c_in_g * plan.c_out_g * K + co0 * K, phase,
+                   out + (n * p.out_channels + g * plan.c_out_g + co0) * plan.out_length)

@@ -163,6 +163,10 @@ cdef void _run_gemm_plan(const convt_blas_params* p, const Plan* plan,
     # Per worker: which input its copy holds (see _run_merged and _run_unit);
     # without this memory each unit lays it out again.
     cdef int64_t* held_copy = NULL
+    if plan.row_block > 0:
+        _run_shared_columns(p, plan, x, sx_n, sx_c, sx_l, w, weight_rows, bias, out,
+                            workspace, workers)
+        return
     if plan.samples_per_unit > 1 or plan.input_rows:
         held_copy = <int64_t*>malloc(<size_t>workers * sizeof(int64_t))
         if held_copy != NULL:
@@ -178,6 +182,38 @@ cdef void _run_gemm_plan(const convt_blas_params* p, const Plan* plan,
             _run_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, weight_rows, bias, out, workspace,
                       held_copy)
     free(held_copy)
+
+
+cdef void _run_shared_columns(const convt_blas_params* p, const Plan* plan,
+                              const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                              const scalar_t* w, const scalar_t* weight_rows,
+                              const scalar_t* bias, scalar_t* out, scalar_t* workspace,
+                              int64_t workers) noexcept nogil:
+    """Stage by stage (element, group, tile): the GEMM's row blocks into one column
+    buffer shared by the workers, then col2im by channel blocks.
+
+    The workspace holds the shared columns, then each worker's scratch (a
+    vector for _gemm, then phase rows): at most workers * worker_elements.
+    """
+    cdef int64_t stage, unit
+    cdef int64_t scratch = plan.worker_elements - plan.shared_elements
+    cdef scalar_t* columns = workspace
+    cdef scalar_t* workers_scratch = workspace + plan.shared_elements
+    for stage in range(p.batch * p.groups * plan.n_tiles):
+        if workers > 1:
+            for unit in prange(plan.n_row_blocks, num_threads=<int>workers, schedule='static'):
+                _run_stage_rows(p, plan, stage, unit, x, sx_n, sx_c, sx_l, w, weight_rows,
+                                columns, workers_scratch + threadid() * scratch)
+            for unit in prange(plan.n_blocks, num_threads=<int>workers, schedule='static'):
+                _run_stage_col2im(p, plan, stage, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+                                  columns, workers_scratch + threadid() * scratch + plan.c_in_g)
+        else:
+            for unit in range(plan.n_row_blocks):
+                _run_stage_rows(p, plan, stage, unit, x, sx_n, sx_c, sx_l, w, weight_rows,
+                                columns, workers_scratch)
+            for unit in range(plan.n_blocks):
+                _run_stage_col2im(p, plan, stage, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+                                  columns, workers_scratch + plan.c_in_g)
 
 
 cdef void _redo_non_finite_samples(const convt_blas_params* p,

@@ -17,6 +17,10 @@ cdef int64_t MAX_CHANNEL_BLOCKS = 256
 # Work per group above MIN_UNIT_FLOPS is cut into up to this many units.
 cdef int64_t MIN_UNITS_PER_GROUP = 8
 cdef double MIN_UNIT_FLOPS = 4e6
+# Shared columns (see _plan_shared_columns): GEMM row blocks are whole
+# tiles of this many rows, BLAS's own row tile.
+cdef int64_t SHARED_ROW_TILE = 16
+cdef int64_t SHARED_MAX_ROW_BLOCKS = 16
 # Groups with at most this many input channels skip BLAS: a GEMM with an
 # inner size this small (depthwise layers: 1) is all call overhead.
 cdef int64_t DIRECT_MAX_IN_CHANNELS = 4
@@ -127,6 +131,9 @@ cdef struct Plan:
     bint tile_major            # winograd: units in (tile, block) order, else (block, tile)
     bint prepared_weights      # winograd: weights come transformed (prepare_weight)
     int64_t pass_components    # winograd: components transformed at a time, 4 (held) or 1
+    int64_t row_block          # > 0: shared columns, GEMM rows per unit (_run_shared_columns)
+    int64_t n_row_blocks       # shared columns: GEMM units per stage (element, group, tile)
+    int64_t shared_elements    # shared columns: the column buffer all workers share
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -209,7 +216,8 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     cdef int64_t block_channels, tile, fewest_tiles, multiple, column_target, small_rows
     cdef int64_t l_lo, l_hi
     cdef double units
-    cdef double cost, best_cost, group_flops
+    cdef double cost, best_cost, group_flops, shared_cost
+    cdef int64_t shared_tiles, shared_row_blocks
     if p == NULL or plan == NULL:
         return CONVT_BLAS_ERR_NULL_POINTER
     K = p.kernel_size
@@ -279,6 +287,8 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
                 best_cost = cost
                 plan.block_channels = block_channels
                 plan.tile = tile
+    shared_cost = _shared_columns_cost(p, c_in_g, c_out_g, halo, column_target, group_flops,
+                                       &shared_tiles, &shared_row_blocks)
     # A few input positions: packing the weight dominates a GEMM with so few
     # columns, and OpenBLAS's AVX-512 builds multiply GEMMs of at most
     # SMALL_GEMM_WORK multiply-adds without packing. Cut the channels that
@@ -364,6 +374,7 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
         plan.worker_elements = plan.groups_per_unit * (plan.max_columns + plan.tile + K)
     plan.triple_first = plan.triple_count = plan.tile_triples = plan.tile_major = 0
     plan.pass_components = 0
+    plan.row_block = plan.n_row_blocks = plan.shared_elements = 0
     plan.winograd = winograd_allowed and _winograd_shape(p)
     plan.prepared_weights = plan.winograd and prepared_weights
     plan.winograd = plan.winograd and p.in_length >= (
@@ -372,6 +383,79 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
         else WINOGRAD_MIN_LENGTH)
     if plan.winograd:
         return _plan_winograd(p, plan)
+    if not plan.direct_taps and not plan.depthwise and shared_cost < best_cost:
+        return _plan_shared_columns(p, plan, shared_tiles, shared_row_blocks)
+    return CONVT_BLAS_OK
+
+
+cdef double _shared_columns_cost(const convt_blas_params* p, int64_t c_in_g, int64_t c_out_g,
+                                 int64_t halo, int64_t column_target, double group_flops,
+                                 int64_t* best_tiles, int64_t* best_row_blocks) noexcept nogil:
+    """The cost, in _make_plan's terms, of the best shared-columns cut (-1: none).
+
+    Per tile of positions one GEMM covers all C_out/g * K rows, cut into row
+    blocks that the threads share: the weight is packed once per tile and
+    the input tile once per row block, and no output is shared. The units a
+    group's work is cut into come from row blocks, not from more tiles, so
+    layers with a large weight and a short input pack their weight once
+    (one output channel, K = 1024, 224 positions: 8 tiles packed it 8 times).
+    """
+    cdef int64_t K = p.kernel_size, rows = c_out_g * K, columns, tiles, row_blocks
+    cdef double cost, best = -1.0
+    columns = _min(p.in_length, _max(1, column_target / rows - halo - 1))
+    tiles = _ceil_div(p.in_length, columns)
+    columns = _ceil_div(p.in_length, tiles)
+    # At least two row blocks: a single unit per stage would leave threads
+    # idle, and stages run one after another (the plain cut shares the batch).
+    row_blocks = 2
+    while row_blocks <= SHARED_MAX_ROW_BLOCKS:
+        if rows / row_blocks < MIN_GEMM_SIDE:
+            break
+        cost = (PACK_COST * (<double>tiles * rows + <double>row_blocks * p.in_length)
+                + 2.0 * (tiles - 1) * _min(halo + 1, columns) * rows)
+        if columns < MIN_GEMM_SIDE and columns < p.in_length:
+            cost *= 1.5
+        cost += <double>rows * p.in_length
+        if group_flops * p.groups >= 2 * MIN_UNIT_FLOPS:
+            cost *= _imbalance(<double>row_blocks)
+        if best < 0 or cost < best:
+            best = cost
+            best_tiles[0] = tiles
+            best_row_blocks[0] = row_blocks
+        row_blocks *= 2
+    return best if best >= 0 else 1e300
+
+
+cdef int _plan_shared_columns(const convt_blas_params* p, Plan* plan, int64_t tiles,
+                              int64_t row_blocks) noexcept nogil:
+    """Recut a GEMM plan into shared-columns stages (see _run_shared_columns).
+
+    Row blocks are whole SHARED_ROW_TILEs; col2im takes about as many channel
+    blocks. The cut depends on the channels and input length only.
+    """
+    cdef int64_t K = p.kernel_size, rows = plan.c_out_g * K
+    plan.tile = _tile_length(p, plan.out_length, tiles)
+    plan.n_tiles = _ceil_div(plan.out_length, plan.tile)
+    plan.max_columns = _min(p.in_length, (plan.tile - 1 + p.dilation * (K - 1)) / p.stride + 2)
+    plan.row_block = _ceil_div(_ceil_div(rows, row_blocks), SHARED_ROW_TILE) * SHARED_ROW_TILE
+    plan.n_row_blocks = _ceil_div(rows, plan.row_block)
+    plan.block_channels = _ceil_div(plan.c_out_g, _min(plan.c_out_g, plan.n_row_blocks))
+    plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)
+    plan.position_major = plan.input_rows = False
+    plan.samples_per_unit = plan.groups_per_unit = 1
+    plan.column_elements = plan.copy_elements = 0
+    if _mul_overflows(rows, plan.max_columns) or rows * plan.max_columns > INT64_MAX / 1024:
+        return CONVT_BLAS_ERR_OVERFLOW
+    plan.shared_elements = rows * plan.max_columns
+    plan.worker_elements = (plan.shared_elements + plan.c_in_g
+                            + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
+    if (_mul_overflows(p.groups, plan.n_tiles)
+            or _mul_overflows(p.groups * plan.n_tiles, plan.n_row_blocks)):
+        return CONVT_BLAS_ERR_OVERFLOW
+    plan.units_per_sample = p.groups * plan.n_tiles * plan.n_row_blocks
+    if _mul_overflows(plan.units_per_sample, p.batch):
+        return CONVT_BLAS_ERR_OVERFLOW
+    plan.n_units = p.batch * plan.units_per_sample
     return CONVT_BLAS_OK
 
 

@@ -464,6 +464,45 @@ def test_one_tile_input_laid_out_as_rows(rng, batch, c_in_g, c_out_g, k, length,
     assert_close(results[0], conv_transpose1d_reference(x, w, b, k // 2, k // 4, 0, groups))
 
 
+@pytest.mark.parametrize("batch,c_in_g,c_out_g,k,stride,padding,length,groups", [
+    (1, 520, 1, 512, 128, 0, 112, 1),  # iSTFT as a transposed convolution, one output
+    (2, 600, 2, 200, 1, 60, 40, 1),    # taps reaching further than the input is long
+    (2, 400, 3, 300, 7, 13, 20, 2),    # two groups; the last row block a partial one
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+def test_shared_columns(rng, batch, c_in_g, c_out_g, k, stride, padding, length, groups,
+                        dtype):
+    """Few output channels, many taps, a short input: one GEMM per element and group,
+    its row blocks shared among threads, then col2im. The same bits at any thread count,
+    channels-last or not, through the function and a layer keeping the weight's rows."""
+    shape = (batch, c_in_g * groups, length, c_out_g * groups, k, stride, padding, 0, 1, groups)
+    info = convt_blas.kernels._plan_info(shape)
+    assert info["row_block"] > 0 and info["n_row_blocks"] > 1
+    assert info["row_block"] % 16 == 0
+    x, w, b = make_case(rng, batch, c_in_g, c_out_g, k, length, groups, dtype)
+    layer = convt_blas.ConvTranspose1d(c_in_g * groups, c_out_g * groups, k, stride=stride,
+                                       padding=padding, groups=groups, dtype=dtype)
+    layer.weight, layer.bias = w, b
+    channels_last = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            convt_blas.set_num_threads(threads)
+            for xi in (x, channels_last):
+                results.append(convt_blas.conv_transpose1d(xi, w, b, stride, padding,
+                                                           groups=groups))
+                results.append(layer(xi))
+    finally:
+        convt_blas.set_num_threads(None)
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
+    assert_close(results[0], conv_transpose1d_reference(x, w, b, stride, padding, 0, groups))
+    # Each element alone gets the bits it gets in the batch.
+    np.testing.assert_array_equal(
+        convt_blas.conv_transpose1d(x[-1:], w, b, stride, padding, groups=groups),
+        results[0][-1:])
+
+
 @pytest.mark.parametrize("channels,length,k,stride,padding,output_padding", [
     (512, 32, 6, 3, 2, 1),   # the depthwise layer of PyTorch issue 47341
     (70, 64, 4, 2, 1, 0),    # a unit of 64 channels and one of 6

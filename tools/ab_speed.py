@@ -2,10 +2,12 @@
 
     python tools/ab_speed.py --base /tmp/ab_base --new /work/main [--threads 1 2]
                              [--rounds 5] [--seconds 0.3] [--only LABEL ...] [--out FILE]
+                             [--set bench | zoo | random:SEED]
 
 Each build runs in a process of its own (PYTHONPATH=its tree), the processes
 alternating A, B, A, B, ... for ``--rounds``; each process times every layer
-of ``convt_blas._models.benchmark_layers()``, the function and a
+of ``convt_blas._models.benchmark_layers()`` (or with ``--set``, bench/zoo.py's
+zoo or random set), the function and a
 ConvTranspose1d in steady state (weights kept from earlier calls), as the
 median of repeated calls (``convt_blas._timing.time_interleaved``). Reported
 per layer and thread count: the median over rounds for A and B, B/A, and the
@@ -30,7 +32,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCH_LAYERS = os.path.join(os.path.dirname(HERE), "bench", "bench_layers.py")
+BENCH = os.path.join(os.path.dirname(HERE), "bench")
+BENCH_LAYERS = os.path.join(BENCH, "bench_layers.py")
 OPENBLAS_PINNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ENTRIES = ("function", "layer")
 
@@ -46,21 +49,55 @@ def _bench_helpers():
     return module
 
 
-def time_build(threads_list, seconds, only):
+def _zoo_layers(layer_set):
+    """bench/zoo.py's zoo (``zoo``) or random set (``random:SEED``)."""
+    sys.path.insert(0, BENCH)
+    import zoo
+
+    if layer_set == "zoo":
+        return zoo.zoo()
+    return zoo.random_set(int(layer_set.split(":", 1)[1]))
+
+
+def _zoo_case(layer, rng):
+    """Arrays, call arguments and a ConvTranspose1d holding the weights for a zoo layer."""
+    import numpy as np
+
+    import convt_blas
+
+    dtype = np.dtype(layer.dtype)
+    x = rng.standard_normal((layer.batch, layer.in_channels, layer.length)).astype(dtype)
+    w = (rng.standard_normal((layer.in_channels, layer.out_channels // layer.groups,
+                              layer.kernel_size))
+         / np.sqrt(max(1, layer.in_channels * layer.kernel_size // layer.stride))).astype(dtype)
+    b = rng.standard_normal(layer.out_channels).astype(dtype)
+    module = convt_blas.ConvTranspose1d(
+        layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+        padding=layer.padding, output_padding=layer.output_padding, groups=layer.groups,
+        dilation=layer.dilation, dtype=dtype)
+    module.weight, module.bias = w, b
+    args = (layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation)
+    return x, w, b, module, args
+
+
+def time_build(threads_list, seconds, only, layer_set="bench"):
     import numpy as np
 
     import convt_blas
     from convt_blas import _models, _timing
 
     bench = _bench_helpers()
-    layers = [layer for layer in _models.benchmark_layers()
-              if not only or any(o in layer.label for o in only)]
+    source = _models.benchmark_layers() if layer_set == "bench" else _zoo_layers(layer_set)
+    layers = [layer for layer in source if not only or any(o in layer.label for o in only)]
     timings = []
     for index, layer in enumerate(layers):
         # Seeded per layer, so that --only times the same arrays as a full run.
-        x, w, b = bench.layer_arrays(layer, np.random.default_rng(index))
-        module = bench.module_for(layer, w, b)
-        args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
+        if layer_set == "bench":
+            x, w, b = bench.layer_arrays(layer, np.random.default_rng(index))
+            module = bench.module_for(layer, w, b)
+            args = (layer.stride, layer.padding, layer.output_padding, layer.groups)
+        else:
+            x, w, b, module, args = _zoo_case(layer, np.random.default_rng(index))
 
         def function_call():
             return convt_blas.conv_transpose1d(x, w, b, *args)
@@ -103,11 +140,11 @@ def _child_env(tree):
     return env
 
 
-def run_child(python, tree, threads_list, seconds, only):
+def run_child(python, tree, threads_list, seconds, only, layer_set="bench"):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "timings.json")
         command = [python, os.path.abspath(__file__), "--child", out, "--seconds", str(seconds),
-                   "--threads", *map(str, threads_list)]
+                   "--set", layer_set, "--threads", *map(str, threads_list)]
         if only:
             command += ["--only", *only]
         done = subprocess.run(command, cwd=tree, env=_child_env(tree), capture_output=True,
@@ -131,14 +168,14 @@ def _geomean(values):
     return math.exp(sum(map(math.log, values)) / len(values))
 
 
-def compare_builds(base, new, python, threads_list, rounds, seconds, only):
+def compare_builds(base, new, python, threads_list, rounds, seconds, only, layer_set="bench"):
     trees = {"A": os.path.abspath(base), "B": os.path.abspath(new)}
     runs = {"A": [], "B": []}
     start = time.perf_counter()
     for round_ in range(rounds):
         for name, tree in trees.items():
             print(f"[round {round_ + 1}/{rounds}] {name}: {tree}", file=sys.stderr, flush=True)
-            runs[name].append(run_child(python, tree, threads_list, seconds, only))
+            runs[name].append(run_child(python, tree, threads_list, seconds, only, layer_set))
     elapsed = time.perf_counter() - start
 
     samples = {}  # (layer, threads, entry) -> {"A": [seconds per round], "B": [...]}
@@ -217,6 +254,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=0.3,
                         help="timing time per layer, entry pair and thread count")
     parser.add_argument("--only", nargs="*", help="substrings of layer labels to run")
+    parser.add_argument("--set", default="bench", dest="layer_set",
+                        help="bench (the default), zoo, or random:SEED (bench/zoo.py)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter of the children (default: this one)")
     parser.add_argument("--out", help="also write the Markdown table here")
@@ -224,12 +263,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.child:
         with open(args.child, "w") as f:
-            json.dump(time_build(args.threads, args.seconds, args.only), f)
+            json.dump(time_build(args.threads, args.seconds, args.only, args.layer_set), f)
         return 0
     if not (args.base and args.new):
         parser.error("--base and --new are required")
     text = compare_builds(args.base, args.new, args.python, args.threads, args.rounds,
-                          args.seconds, args.only)
+                          args.seconds, args.only, args.layer_set)
     print(text)
     if args.out:
         with open(args.out, "w") as f:

@@ -27,6 +27,16 @@ def _set_winograd_workspace(int64_t elements):
     return previous
 
 
+def _set_winograd_max_input(int64_t channels):
+    """Set WINOGRAD_MAX_INPUT (input channels per group from which layers with a prepared
+    weight need longer inputs for F(3,2)); returns the previous value. For tests and
+    benchmarks."""
+    global WINOGRAD_MAX_INPUT
+    previous = WINOGRAD_MAX_INPUT
+    WINOGRAD_MAX_INPUT = channels
+    return previous
+
+
 def winograd_enabled():
     return bool(WINOGRAD_ENABLED)
 
@@ -78,10 +88,10 @@ def plan_call(tuple shape, bint has_prepared, winograd=None):
         call.takes_rows = _blocked_either_way(columns if offered.position_major else rows,
                                               rows if offered.position_major else columns,
                                               offered.c_in_g)
-    if has_prepared and not call.takes_prepared:
-        _plan_or_raise(shape, &call.params, &call.plan, False, call.winograd)
-    else:
-        call.plan = offered
+    # Without F(3,2) the prepared plan is the GEMM path's, rows or not: a layer whose
+    # length is short of its prepared rule does not fall back to a per-call transform.
+    call.plan = offered
+    call.plan.prepared_weights = offered.winograd and offered.prepared_weights
     return call
 
 

@@ -71,6 +71,20 @@ cdef int64_t WINOGRAD_MIN_LENGTH = 512
 cdef int64_t WINOGRAD_SMALL_WEIGHT = 1 << 21
 cdef int64_t WINOGRAD_SMALL_WEIGHT_MIN_LENGTH = 256
 cdef int64_t WINOGRAD_MIN_SIDE = 64
+# With a prepared weight, groups with WINOGRAD_MAX_INPUT input channels or
+# more take F(3,2) from WINOGRAD_PREPARED_DEEP_MIN_LENGTH positions only: the
+# layer's GEMM path reads its weight rows, which BLAS packs faster than F(3,2)'s
+# transformed weight (C_in/g, C_out/g * s). Measured on the zoo's layers with
+# K = 2*stride (bench/zoo.py), F(3,2) against the GEMM path with weight rows:
+# from 384 channels, 11-106% slower at 150-1504 positions (HTDemucs 384 -> 192
+# at 1344: 7% faster), 4% slower to 10% faster at 5504 (DAC 384 -> 192); at
+# 256 channels mixed (tools/ab_speed.py: 5-9% faster at 600-800 positions);
+# below, 7-41% faster at every length. Alternating processes on bench/'s
+# layers (tools/ab_speed.py): Demucs 2048 -> 1024 at 250 positions 35-39%
+# faster, 1024 -> 512 at 1000 5-9%, DAC 768 -> 384 at 688 10%. The function
+# (weight transformed per call) keeps the rule above.
+cdef int64_t WINOGRAD_MAX_INPUT = 384
+cdef int64_t WINOGRAD_PREPARED_DEEP_MIN_LENGTH = 2048
 # With the weight transformed beforehand (prepare_weight, held by
 # convt_blas.nn.ConvTranspose1d) only the input is transformed per call.
 # Then BLAS packing twice the weight's size for four GEMMs (once for the GEMM
@@ -378,7 +392,8 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     plan.winograd = winograd_allowed and _winograd_shape(p)
     plan.prepared_weights = plan.winograd and prepared_weights
     plan.winograd = plan.winograd and p.in_length >= (
-        WINOGRAD_PREPARED_MIN_LENGTH if plan.prepared_weights
+        (WINOGRAD_PREPARED_MIN_LENGTH if c_in_g < WINOGRAD_MAX_INPUT
+         else WINOGRAD_PREPARED_DEEP_MIN_LENGTH) if plan.prepared_weights
         else WINOGRAD_SMALL_WEIGHT_MIN_LENGTH if c_in_g * c_out_g * K <= WINOGRAD_SMALL_WEIGHT
         else WINOGRAD_MIN_LENGTH)
     if plan.winograd:

@@ -26,6 +26,43 @@ def plain_path():
         convt_blas.set_winograd(True)
 
 
+@pytest.fixture(autouse=True)
+def deep_inputs_allowed():
+    """F(3,2) for any depth of input, as the rule was before WINOGRAD_MAX_INPUT: these
+    tests cover its machinery (one component at a time, both unit orders) on deep
+    layers too, which the default rule keeps on the GEMM path. Yields the default."""
+    default = kernels._set_winograd_max_input(1 << 40)
+    convt_blas._functional._call_plan.cache_clear()
+    try:
+        yield default
+    finally:
+        kernels._set_winograd_max_input(default)
+        convt_blas._functional._call_plan.cache_clear()
+
+
+def test_deep_prepared_layers_need_long_inputs(rng, deep_inputs_allowed):
+    """From 384 input channels per group a layer's GEMM path (weight rows) beats F(3,2)
+    below 2048 positions (plan.pxi); the function keeps the rule for an unprepared weight."""
+    kernels._set_winograd_max_input(deep_inputs_allowed)
+    convt_blas._functional._call_plan.cache_clear()
+    assert deep_inputs_allowed == 384
+
+    def takes(c_in, length, c_out, groups=1, prepared=True):
+        shape = (1, c_in, length, c_out, 16, 8, 4, 0, 1, groups)
+        return kernels._plan_info(shape, prepared)["winograd"]
+
+    assert takes(383, 128, 128) and not takes(384, 2047, 128) and takes(384, 2048, 128)
+    assert takes(766, 128, 256, groups=2) and not takes(768, 2047, 256, groups=2)
+    assert takes(384, 800, 128, prepared=False)  # the function: from 512 positions
+    x, w, b = make_case(rng, 1, 384, 128, 16, 800, 1)
+    layer = layer_with(w, b, 8, 4, 0, 1)
+    y = layer(x)
+    assert layer._weight_cache.prepared is None or layer._weight_cache.prepared[1] is None
+    with plain_path():
+        np.testing.assert_array_equal(y, convt_blas.conv_transpose1d(x, w, b, 8, 4))
+    kernels._set_winograd_max_input(1 << 40)
+
+
 @pytest.fixture
 def gemm_only():
     with plain_path():

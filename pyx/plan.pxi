@@ -72,19 +72,16 @@ cdef int64_t WINOGRAD_SMALL_WEIGHT = 1 << 21
 cdef int64_t WINOGRAD_SMALL_WEIGHT_MIN_LENGTH = 256
 cdef int64_t WINOGRAD_MIN_SIDE = 64
 # With a prepared weight, groups with WINOGRAD_MAX_INPUT input channels or
-# more take F(3,2) from WINOGRAD_PREPARED_DEEP_MIN_LENGTH positions only: the
-# layer's GEMM path reads its weight rows, which BLAS packs faster than F(3,2)'s
-# transformed weight (C_in/g, C_out/g * s). Measured on the zoo's layers with
-# K = 2*stride (bench/zoo.py), F(3,2) against the GEMM path with weight rows:
-# from 384 channels, 11-106% slower at 150-1504 positions (HTDemucs 384 -> 192
-# at 1344: 7% faster), 4% slower to 10% faster at 5504 (DAC 384 -> 192); at
-# 256 channels mixed (tools/ab_speed.py: 5-9% faster at 600-800 positions);
-# below, 7-41% faster at every length. Alternating processes on bench/'s
-# layers (tools/ab_speed.py): Demucs 2048 -> 1024 at 250 positions 35-39%
-# faster, 1024 -> 512 at 1000 5-9%, DAC 768 -> 384 at 688 10%. The function
-# (weight transformed per call) keeps the rule above.
+# more take F(3,2) from WINOGRAD_PREPARED_DEEP_MIN_LENGTH positions: below,
+# packing four transformed matrices (twice the weight) costs more than F(3,2)
+# saves against the GEMM path reading the weight rows. Measured on the zoo's
+# layers with K = 2*stride (bench/zoo.py), in-process, 1 / 2 threads, F(3,2)
+# over the GEMM path with weight rows: from 384 channels, 13% / 13% slower at
+# 150 positions, 11% slower / 2% faster at 200, 6% / 4% slower at 240,
+# 7-19% faster from 250 on (9 layers); below 384 channels 7-27% faster from
+# 600 positions on.
 cdef int64_t WINOGRAD_MAX_INPUT = 384
-cdef int64_t WINOGRAD_PREPARED_DEEP_MIN_LENGTH = 2048
+cdef int64_t WINOGRAD_PREPARED_DEEP_MIN_LENGTH = 250
 # With the weight transformed beforehand (prepare_weight, held by
 # convt_blas.nn.ConvTranspose1d) only the input is transformed per call.
 # Then BLAS packing twice the weight's size for four GEMMs (once for the GEMM
@@ -116,6 +113,11 @@ cdef int64_t WINOGRAD_WORKSPACE = 1 << 20
 # Blocks of F(3,2)'s input transform (see _winograd_inputs).
 cdef int64_t WINOGRAD_INPUT_TRIPLES = 192
 cdef int64_t WINOGRAD_INPUT_CHANNELS = 8
+# F(3,2)'s transformed weights are laid out as their rows, (C_out/g * s, C_in/g)
+# per component: BLAS packs them faster than (C_in/g, C_out/g * s) (the GEMM
+# alone: 5-23% faster at 256-1024 input channels, 61% at 2048). They are
+# transformed this many input channels at a time, then transposed.
+cdef int64_t WINOGRAD_ROWS_CHUNK = 4
 
 
 cdef struct Plan:

@@ -56,6 +56,39 @@ cdef void _winograd_weights(const convt_blas_params* p, int64_t c_out_g,
                 _winograd_weight_row(src, n_channels, s, component, dst)
 
 
+cdef inline bint _winograd_weights_as_rows(int64_t c_in_g) noexcept nogil:
+    """Whether prepared F(3,2) weights are laid out as their rows. Shallower groups
+    run GEMMs small enough for BLAS's small-matrix kernels (see _plan_winograd),
+    which are slower on that layout (64 -> 32 channels, K = 4: 17-24%)."""
+    return c_in_g >= WINOGRAD_SHALLOW_INPUT
+
+
+cdef void _winograd_weight_rows(const convt_blas_params* p, int64_t c_out_g,
+                                const scalar_t* weight_rows, int64_t n_rows,
+                                int64_t n_channels, int64_t ld, int first, int count,
+                                int64_t step, scalar_t* weights,
+                                scalar_t* chunk) noexcept nogil:
+    """_winograd_weights's matrices laid out as their rows: element (i, c*s + r) at
+    ``weights[(c*s + r) * ld + i]``, input channels i < ``n_rows`` from ``weight_rows``.
+
+    WINOGRAD_ROWS_CHUNK input channels at a time go through ``chunk``
+    (count * WINOGRAD_ROWS_CHUNK * n_channels*s elements) in _winograd_weights's
+    layout, its vector code, and are then transposed into place.
+    """
+    cdef int64_t width = n_channels * p.stride, chunk_step = WINOGRAD_ROWS_CHUNK * width
+    cdef int64_t i0, n
+    cdef int component
+    i0 = 0
+    while i0 < n_rows:
+        n = _min(WINOGRAD_ROWS_CHUNK, n_rows - i0)
+        _winograd_weights(p, c_out_g, weight_rows + i0 * c_out_g * p.kernel_size, n,
+                          n_channels, width, first, count, chunk_step, chunk)
+        for component in range(count):
+            _transpose(chunk + component * chunk_step, width, 1, n, width,
+                       weights + component * step + i0, ld)
+        i0 += n
+
+
 cdef inline scalar_t _winograd_input(scalar_t d0, scalar_t d1, scalar_t d2, scalar_t d3,
                                      int component) noexcept nogil:
     """Component 0..3 of a triple's input transform: d0 - d2, d1 + d2, d2 - d1, d3 - d1."""
@@ -321,6 +354,8 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     cdef int64_t t0, t1, triples, columns, j, k, ld_w, weight_key, input_key, weight_step
     cdef int64_t input_step
     cdef int k0, n_pass = <int>plan.pass_components
+    cdef bint as_rows
+    cdef const scalar_t* w_block
     cdef int non_finite = 0
     cdef const scalar_t* weights
     cdef scalar_t* inputs
@@ -352,22 +387,33 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     input_step = c_in_g * columns
     inputs = worker + n_pass * _weight_block_elements(plan, s)
     products = inputs + n_pass * c_in_g * plan.samples_per_unit * plan.tile_triples
-    if plan.prepared_weights:
-        ld_w = plan.c_out_g * s
-        weight_step = c_in_g * ld_w
-    else:
-        ld_w = rows
-        weight_step = c_in_g * rows
-    weight_key = g * plan.n_blocks + block
+    # P_k = inputs_k @ W_k: (columns, rows), position-major. A prepared weight
+    # is laid out as its rows (rows, C_in/g), which BLAS packs fastest, from
+    # WINOGRAD_SHALLOW_INPUT input channels on (_winograd_weights_as_rows). A
+    # weight transformed here keeps (C_in/g, rows), faster to write, where the
+    # GEMM is blocked (both layouts give the same bits), and is laid out as the
+    # prepared one where it is not, so that results never depend on preparing.
+    as_rows = _winograd_weights_as_rows(c_in_g) and (
+        plan.prepared_weights or not _blocked_either_way(columns, rows, c_in_g))
+    ld_w = c_in_g if as_rows else (plan.c_out_g * s if plan.prepared_weights else rows)
+    weight_step = c_in_g * (plan.c_out_g * s if plan.prepared_weights else rows)
+    weight_key = 2 * (g * plan.n_blocks + block) + as_rows
     input_key = (g * sample_groups + sample_group) * plan.n_tiles + tile
-    # P_k = inputs_k @ weights_k: (columns, rows), position-major.
-    weights = prepared + 4 * g * weight_step + co0 * s if plan.prepared_weights else worker
+    weights = worker
+    if plan.prepared_weights:
+        weights = prepared + 4 * g * weight_step + (co0 * s * c_in_g if as_rows else co0 * s)
     k0 = 0
     while k0 < 4:
         if not plan.prepared_weights and (n_pass < 4 or held[0] != weight_key):
-            _winograd_weights(p, plan.c_out_g,
-                              w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size,
-                              c_in_g, n_channels, rows, k0, n_pass, weight_step, worker)
+            w_block = w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size
+            if as_rows:
+                _winograd_weight_rows(p, plan.c_out_g, w_block, c_in_g, n_channels, ld_w, k0,
+                                      n_pass, weight_step, worker,
+                                      products + 4 * plan.samples_per_unit * plan.tile_triples
+                                      * plan.block_channels * s)
+            else:
+                _winograd_weights(p, plan.c_out_g, w_block, c_in_g, n_channels, ld_w, k0,
+                                  n_pass, weight_step, worker)
             held[0] = weight_key
         if n_pass < 4 or held[1] != input_key:
             for j in range(count):
@@ -376,7 +422,7 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
                                  inputs + j * triples * c_in_g)
             held[1] = input_key
         for k in range(k0, k0 + n_pass):
-            _gemm(False, False, <int>columns, <int>rows, <int>c_in_g,
+            _gemm(False, as_rows, <int>columns, <int>rows, <int>c_in_g,
                   inputs + (k - k0) * input_step, <int>c_in_g,
                   weights + (k if plan.prepared_weights else k - k0) * weight_step, <int>ld_w,
                   products + k * columns * rows, <int>rows, NULL)
@@ -393,14 +439,17 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
 cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
                           scalar_t* prepared, int64_t prepared_len, int n_threads,
                           int winograd=-1) noexcept nogil:
-    """Every group's weight as _winograd_weights lays a block out, all channels in one block.
+    """Every group's weight as _winograd_weight_rows lays a block out, all channels in one block.
 
     ``prepared_len`` must be prepared_weight_length(p), which is 0 (the layer
     does not qualify: CONVT_BLAS_ERR_BAD_SHAPE) or twice the weight's size.
     ``winograd``: the Winograd switch as the caller read it; -1 reads it here.
     """
-    cdef int64_t c_in_g, c_out_g, ld, step, rows_per_chunk = 16, chunks_per_group
+    cdef int64_t c_in_g, c_out_g, step, rows_per_chunk = 16, chunks_per_group
     cdef int64_t chunk, g, i0
+    cdef int failed = 0
+    cdef int* failures = &failed
+    cdef scalar_t* scratch
     cdef int64_t needed = _prepared_weight_length(
         p, WINOGRAD_ENABLED if winograd < 0 else winograd != 0)
     if p == NULL or w == NULL or prepared == NULL:
@@ -411,8 +460,7 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
         return CONVT_BLAS_ERR_BAD_PREPARED
     c_in_g = p.in_channels / p.groups
     c_out_g = p.out_channels / p.groups
-    ld = c_out_g * p.stride
-    step = c_in_g * ld
+    step = c_in_g * c_out_g * p.stride
     chunks_per_group = _ceil_div(c_in_g, rows_per_chunk)
     for chunk in prange(p.groups * chunks_per_group,
                         num_threads=_max(1, _min(_thread_count(n_threads),
@@ -420,7 +468,18 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
                         schedule='static'):
         g = chunk / chunks_per_group
         i0 = (chunk % chunks_per_group) * rows_per_chunk
-        _winograd_weights(p, c_out_g, w + (g * c_in_g + i0) * c_out_g * p.kernel_size,
-                          _min(rows_per_chunk, c_in_g - i0), c_out_g, ld, 0, 4, step,
-                          prepared + 4 * g * step + i0 * ld)
-    return CONVT_BLAS_OK
+        if not _winograd_weights_as_rows(c_in_g):
+            _winograd_weights(p, c_out_g, w + (g * c_in_g + i0) * c_out_g * p.kernel_size,
+                              _min(rows_per_chunk, c_in_g - i0), c_out_g, c_out_g * p.stride,
+                              0, 4, step, prepared + 4 * g * step + i0 * c_out_g * p.stride)
+            continue
+        scratch = <scalar_t*>malloc(<size_t>(4 * WINOGRAD_ROWS_CHUNK * c_out_g * p.stride)
+                                    * sizeof(scalar_t))
+        if scratch == NULL:
+            failures[0] = 1
+        else:
+            _winograd_weight_rows(p, c_out_g, w + (g * c_in_g + i0) * c_out_g * p.kernel_size,
+                                  _min(rows_per_chunk, c_in_g - i0), c_out_g, c_in_g, 0, 4,
+                                  step, prepared + 4 * g * step + i0, scratch)
+            free(scratch)
+    return CONVT_BLAS_ERR_NO_MEMORY if failed else CONVT_BLAS_OK

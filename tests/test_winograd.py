@@ -40,9 +40,9 @@ def deep_inputs_allowed():
         convt_blas._functional._call_plan.cache_clear()
 
 
-def test_deep_prepared_layers_need_long_inputs(rng, deep_inputs_allowed):
+def test_deep_prepared_layers_need_longer_inputs(rng, deep_inputs_allowed):
     """From 384 input channels per group a layer's GEMM path (weight rows) beats F(3,2)
-    below 2048 positions (plan.pxi); the function keeps the rule for an unprepared weight."""
+    on a prepared weight below 250 positions (plan.pxi), 128 below 384 channels."""
     kernels._set_winograd_max_input(deep_inputs_allowed)
     convt_blas._functional._call_plan.cache_clear()
     assert deep_inputs_allowed == 384
@@ -51,10 +51,9 @@ def test_deep_prepared_layers_need_long_inputs(rng, deep_inputs_allowed):
         shape = (1, c_in, length, c_out, 16, 8, 4, 0, 1, groups)
         return kernels._plan_info(shape, prepared)["winograd"]
 
-    assert takes(383, 128, 128) and not takes(384, 2047, 128) and takes(384, 2048, 128)
-    assert takes(766, 128, 256, groups=2) and not takes(768, 2047, 256, groups=2)
-    assert takes(384, 800, 128, prepared=False)  # the function: from 512 positions
-    x, w, b = make_case(rng, 1, 384, 128, 16, 800, 1)
+    assert takes(383, 128, 128) and not takes(384, 249, 128) and takes(384, 250, 128)
+    assert takes(766, 128, 256, groups=2) and not takes(768, 249, 256, groups=2)
+    x, w, b = make_case(rng, 1, 384, 128, 16, 249, 1)
     layer = layer_with(w, b, 8, 4, 0, 1)
     y = layer(x)
     assert layer._weight_cache.prepared is None or layer._weight_cache.prepared[1] is None
@@ -241,7 +240,8 @@ def winograd_elements(info, stride, components, prepared=False):
     columns = info["samples_per_unit"] * info["tile_triples"]
     rows = info["block_channels"] * stride
     weight = 0 if prepared else info["c_in_g"] * rows
-    return components * (weight + columns * info["c_in_g"]) + 4 * columns * rows
+    chunk = 0 if prepared else 4 * rows  # four input channels' transform, then transposed
+    return components * (weight + columns * info["c_in_g"] + chunk) + 4 * columns * rows
 
 
 # Deep benchmark layers (C_in, C_out, stride, padding, L_in): Demucs and DAC.
@@ -423,6 +423,26 @@ def test_layer_matches_reference_and_function(rng, case):
     np.testing.assert_array_equal(layer(x), y)  # the held transform, reused
 
 
+@pytest.mark.parametrize("c_in,c_out,stride,length", [
+    (64, 32, 2, 600),    # GEMMs of 51 triples x 64 rows x 64: BLAS's small-matrix kernels
+    (256, 128, 8, 800),  # blocked GEMMs
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prepared_rows_give_the_function_bits(rng, c_in, c_out, stride, length, dtype):
+    """A prepared weight is laid out as its rows; the function transforms its weight into
+    (C_in/g, rows) where the GEMMs are blocked (same bits either way) and into rows where
+    they are not, so the layer and the function agree bitwise at any size."""
+    shape = (1, c_in, length, c_out, 2 * stride, stride, stride // 2, 0, 1, 1)
+    for prepared in (False, True):
+        assert kernels._plan_info(shape, prepared)["winograd"]
+    x, w, b = make_case(rng, 1, c_in, c_out, 2 * stride, length, 1, dtype)
+    layer = layer_with(w, b, stride, stride // 2)
+    layer(x)
+    assert layer._weight_cache.prepared[1] is not None
+    np.testing.assert_array_equal(layer(x), convt_blas.conv_transpose1d(x, w, b, stride,
+                                                                         stride // 2))
+
+
 def test_layer_drops_the_transform_of_a_replaced_weight(rng):
     x, w, b = make_case(rng, 2, 128, 64, 8, 200, 1)
     layer = layer_with(w, b, 4, 2)
@@ -526,9 +546,10 @@ def test_prepared_weight_is_the_same_for_any_thread_count(rng):
     one = kernels.prepare_weight(shape, w, 1)
     for threads in (2, 3):
         np.testing.assert_array_equal(kernels.prepare_weight(shape, w, threads), one)
-    # Group 1's W1 (taps s..2s-1) row i, channel c at [4*g*step + i*ld + c*s + r].
-    ld, step = 40 * 4, 96 * 40 * 4
-    np.testing.assert_array_equal(one[4 * step + 5 * ld: 4 * step + 6 * ld],
+    # Group 1's W1 (taps s..2s-1) as rows: input channel i, channel c at
+    # [4*g*step + (c*s + r)*C_in/g + i].
+    step = 96 * 40 * 4
+    np.testing.assert_array_equal(one[4 * step: 5 * step].reshape(40 * 4, 96)[:, 5],
                                   w[96 + 5, :, 4:].ravel())
 
 

@@ -27,6 +27,15 @@ def _set_winograd_workspace(int64_t elements):
     return previous
 
 
+def _set_direct_max_in_channels(int64_t channels):
+    """Set DIRECT_MAX_IN_CHANNELS (groups with at most this many input channels may take
+    direct taps); returns the previous value. For tests and benchmarks."""
+    global DIRECT_MAX_IN_CHANNELS
+    previous = DIRECT_MAX_IN_CHANNELS
+    DIRECT_MAX_IN_CHANNELS = channels
+    return previous
+
+
 def _set_winograd_max_input(int64_t channels):
     """Set WINOGRAD_MAX_INPUT (input channels per group from which layers with a prepared
     weight need longer inputs for F(3,2)); returns the previous value. For tests and

@@ -464,6 +464,17 @@ def test_one_tile_input_laid_out_as_rows(rng, batch, c_in_g, c_out_g, k, length,
     assert_close(results[0], conv_transpose1d_reference(x, w, b, k // 2, k // 4, 0, groups))
 
 
+@pytest.mark.parametrize("c_in_g,groups", [(1, 1), (1, 8), (2, 1), (4, 1), (4, 4)])
+def test_direct_taps_for_one_input_channel_per_group(rng, c_in_g, groups):
+    """Only groups of one input channel skip BLAS; from two on, the GEMM path is faster
+    (4 -> 722 channels, K = 22: 18x)."""
+    shape = (4, c_in_g * groups, 3, 90 * groups, 22, 11, 5, 0, 1, groups)
+    assert convt_blas.kernels._plan_info(shape)["direct_taps"] == (c_in_g == 1)
+    x, w, b = make_case(rng, 4, c_in_g, 90, 22, 3, groups)
+    y = convt_blas.conv_transpose1d(x, w, b, stride=11, padding=5, groups=groups)
+    assert_close(y, conv_transpose1d_reference(x, w, b, 11, 5, 0, groups))
+
+
 @pytest.mark.parametrize("batch,c_in_g,c_out_g,k,stride,padding,length,groups", [
     (1, 520, 1, 512, 128, 0, 112, 1),  # iSTFT as a transposed convolution, one output
     (2, 600, 2, 200, 1, 60, 40, 1),    # taps reaching further than the input is long

@@ -23,11 +23,11 @@ cdef void _column_rows(const Plan* plan, int64_t K, const scalar_t* x_tile,
               w_gemm, ld_w, x_tile, <int>sx_l, columns, <int>n_cols, scratch)
 
 
-cdef inline void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
-                                     int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                                     const scalar_t* weight_rows, int64_t n_channels,
-                                     int64_t n_cols, scalar_t* columns,
-                                     scalar_t* scratch) noexcept nogil:
+cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_tile,
+                              int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
+                              const scalar_t* weight_rows, int64_t n_channels,
+                              int64_t n_cols, scalar_t* columns,
+                              scalar_t* scratch) noexcept nogil:
     """columns[c*K + k, l] = sum_i W_g[i, c, k] * X_g[i, l]: one row per (channel, tap)."""
     _column_rows(plan, K, x_tile, sx_c, sx_l, w_block, weight_rows, n_channels * K, n_cols,
                  columns, scratch)
@@ -109,6 +109,22 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
 
 
 
+cdef void _run_depthwise_plan_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
+                                   const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
+                                   const scalar_t* w, const scalar_t* bias, scalar_t* out,
+                                   scalar_t* worker) noexcept nogil:
+    """One unit of a depthwise plan (channels side by side): its element, groups and tile."""
+    cdef int64_t n = unit / plan.units_per_sample
+    cdef int64_t rest = unit - n * plan.units_per_sample
+    cdef int64_t g_first = (rest / plan.n_tiles) * plan.groups_per_unit
+    cdef int64_t start = (rest % plan.n_tiles) * plan.tile
+    cdef int64_t stop = _min(start + plan.tile, plan.out_length)
+    cdef int64_t l_lo, l_hi
+    _input_range(p, start, stop, &l_lo, &l_hi)
+    _run_depthwise_unit(p, plan, n, g_first, _min(p.groups, g_first + plan.groups_per_unit) - g_first,
+                        start, stop, l_lo, l_hi, x, sx_n, sx_c, sx_l, w, bias, out, worker)
+
+
 cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                     const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                     const scalar_t* w, const scalar_t* weight_rows, const scalar_t* bias,
@@ -147,10 +163,6 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
 
     _input_range(p, start, stop, &l_lo, &l_hi)
     n_cols = l_hi - l_lo + 1
-    if plan.depthwise:
-        _run_depthwise_unit(p, plan, n, g_first, _min(p.groups, g_first + plan.groups_per_unit) - g_first,
-                            start, stop, l_lo, l_hi, x, sx_n, sx_c, sx_l, w, bias, out, worker)
-        return
     if plan.direct_taps:
         # Taps straight from x and w; the unit's groups share one call. (A call
         # site of its own, with the pointers written out: sharing the GEMM

@@ -167,6 +167,16 @@ cdef void _run_gemm_plan(const convt_blas_params* p, const Plan* plan,
         _run_shared_columns(p, plan, x, sx_n, sx_c, sx_l, w, weight_rows, bias, out,
                             workspace, workers)
         return
+    if plan.depthwise:
+        if workers > 1:
+            for unit in prange(plan.n_units, num_threads=<int>workers, schedule='guided'):
+                _run_depthwise_plan_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+                                         workspace + threadid() * per_worker)
+        else:
+            for unit in range(plan.n_units):
+                _run_depthwise_plan_unit(p, plan, unit, x, sx_n, sx_c, sx_l, w, bias, out,
+                                         workspace)
+        return
     if plan.samples_per_unit > 1 or plan.input_rows:
         held_copy = <int64_t*>malloc(<size_t>workers * sizeof(int64_t))
         if held_copy != NULL:

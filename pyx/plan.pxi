@@ -119,8 +119,9 @@ cdef int64_t WINOGRAD_INPUT_TRIPLES = 192
 cdef int64_t WINOGRAD_INPUT_CHANNELS = 8
 # F(3,2)'s transformed weights are laid out as their rows, (C_out/g * s, C_in/g)
 # per component: BLAS packs them faster than (C_in/g, C_out/g * s) (the GEMM
-# alone: 5-23% faster at 256-1024 input channels, 61% at 2048). They are
-# transformed this many input channels at a time, then transposed.
+# alone: 5-23% faster at 256-1024 input channels, 61% at 2048). A unit that
+# transforms its weight block as rows (small GEMMs, see _run_winograd_unit)
+# does so this many input channels at a time, then transposes them.
 cdef int64_t WINOGRAD_ROWS_CHUNK = 4
 
 
@@ -412,7 +413,7 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
 cdef double _shared_columns_cost(const convt_blas_params* p, int64_t c_in_g, int64_t c_out_g,
                                  int64_t halo, int64_t column_target, double group_flops,
                                  int64_t* best_tiles, int64_t* best_row_blocks) noexcept nogil:
-    """The cost, in _make_plan's terms, of the best shared-columns cut (-1: none).
+    """The cost, in _make_plan's terms, of the best shared-columns cut (1e300: none).
 
     Per tile of positions one GEMM covers all C_out/g * K rows, cut into row
     blocks that the threads share: the weight is packed once per tile and

@@ -109,17 +109,28 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
 
 
 
+cdef inline void _unit_span(const Plan* plan, int64_t unit, int64_t* n, int64_t* g_first,
+                            int64_t* block, int64_t* start, int64_t* stop) noexcept nogil:
+    """A unit's batch element (or group of samples), first group, channel block and
+    output positions [start, stop)."""
+    cdef int64_t rest, tile
+    n[0] = unit / plan.units_per_sample
+    rest = unit - n[0] * plan.units_per_sample
+    g_first[0] = (rest / (plan.n_blocks * plan.n_tiles)) * plan.groups_per_unit
+    rest = rest % (plan.n_blocks * plan.n_tiles)
+    block[0] = rest / plan.n_tiles
+    tile = rest - block[0] * plan.n_tiles
+    start[0] = tile * plan.tile
+    stop[0] = _min(start[0] + plan.tile, plan.out_length)
+
+
 cdef void _run_depthwise_plan_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
                                    const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
                                    const scalar_t* w, const scalar_t* bias, scalar_t* out,
                                    scalar_t* worker) noexcept nogil:
     """One unit of a depthwise plan (channels side by side): its element, groups and tile."""
-    cdef int64_t n = unit / plan.units_per_sample
-    cdef int64_t rest = unit - n * plan.units_per_sample
-    cdef int64_t g_first = (rest / plan.n_tiles) * plan.groups_per_unit
-    cdef int64_t start = (rest % plan.n_tiles) * plan.tile
-    cdef int64_t stop = _min(start + plan.tile, plan.out_length)
-    cdef int64_t l_lo, l_hi
+    cdef int64_t n, g_first, block, start, stop, l_lo, l_hi
+    _unit_span(plan, unit, &n, &g_first, &block, &start, &stop)
     _input_range(p, start, stop, &l_lo, &l_hi)
     _run_depthwise_unit(p, plan, n, g_first, _min(p.groups, g_first + plan.groups_per_unit) - g_first,
                         start, stop, l_lo, l_hi, x, sx_n, sx_c, sx_l, w, bias, out, worker)
@@ -138,7 +149,7 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     ``held_copy``: NULL, or what the worker's copy holds (see _input_as_rows).
     """
     cdef int64_t K = p.kernel_size
-    cdef int64_t n, g, g_first, block, tile, rest, co0, n_channels, start, stop, copy_key
+    cdef int64_t n, g, g_first, block, co0, n_channels, start, stop, copy_key
     cdef int64_t l_lo, l_hi, n_cols
     cdef scalar_t* columns = worker
     cdef scalar_t* copy = worker + plan.column_elements  # input copy, or _gemm's vector
@@ -150,16 +161,9 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     cdef const scalar_t* bias_block
     cdef scalar_t* out_block
 
-    n = unit / plan.units_per_sample
-    rest = unit - n * plan.units_per_sample
-    g_first = (rest / (plan.n_blocks * plan.n_tiles)) * plan.groups_per_unit
-    rest = rest % (plan.n_blocks * plan.n_tiles)
-    block = rest / plan.n_tiles
-    tile = rest - block * plan.n_tiles
+    _unit_span(plan, unit, &n, &g_first, &block, &start, &stop)
     co0 = block * plan.block_channels
     n_channels = _min(plan.block_channels, plan.c_out_g - co0)
-    start = tile * plan.tile
-    stop = _min(start + plan.tile, plan.out_length)
 
     _input_range(p, start, stop, &l_lo, &l_hi)
     n_cols = l_hi - l_lo + 1

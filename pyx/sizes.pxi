@@ -41,12 +41,13 @@ cdef inline double _winograd_samples_fitting(const Plan* plan, int64_t s) noexce
 
 cdef inline double _winograd_elements(const Plan* plan, int64_t s) noexcept nogil:
     """A worker's Winograd workspace: a pass's weight matrices (unless prepared) and
-    input matrices, four products, and the transform's chunk (unless prepared,
-    see _winograd_weight_rows). In double: planning compares it before the
-    sizes are checked for overflow."""
+    input matrices, four products, and the transform's chunk where a unit may lay
+    its weight out as rows (_winograd_weight_rows). In double: planning compares
+    it before the sizes are checked for overflow."""
     cdef double columns = <double>plan.samples_per_unit * plan.tile_triples
-    cdef double chunk = 0 if plan.prepared_weights else (
-        <double>plan.pass_components * WINOGRAD_ROWS_CHUNK * plan.block_channels * s)
+    cdef double chunk = 0
+    if not plan.prepared_weights and _winograd_weights_as_rows(plan.c_in_g):
+        chunk = <double>plan.pass_components * WINOGRAD_ROWS_CHUNK * plan.block_channels * s
     return (plan.pass_components * (<double>_weight_block_elements(plan, s)
                                     + columns * plan.c_in_g)
             + 4.0 * columns * plan.block_channels * s + chunk)

@@ -473,6 +473,16 @@ def test_direct_taps_for_one_input_channel_per_group(rng, c_in_g, groups):
     x, w, b = make_case(rng, 4, c_in_g, 90, 22, 3, groups)
     y = convt_blas.conv_transpose1d(x, w, b, stride=11, padding=5, groups=groups)
     assert_close(y, conv_transpose1d_reference(x, w, b, 11, 5, 0, groups))
+    # Direct taps still compute any depth of group right (kernels._set_direct_max_in_channels).
+    previous = convt_blas.kernels._set_direct_max_in_channels(4)
+    convt_blas._functional._call_plan.cache_clear()
+    try:
+        assert convt_blas.kernels._plan_info(shape)["direct_taps"]
+        y = convt_blas.conv_transpose1d(x, w, b, stride=11, padding=5, groups=groups)
+    finally:
+        convt_blas.kernels._set_direct_max_in_channels(previous)
+        convt_blas._functional._call_plan.cache_clear()
+    assert_close(y, conv_transpose1d_reference(x, w, b, 11, 5, 0, groups))
 
 
 @pytest.mark.parametrize("batch,c_in_g,c_out_g,k,stride,padding,length,groups", [

@@ -240,7 +240,8 @@ def winograd_elements(info, stride, components, prepared=False):
     columns = info["samples_per_unit"] * info["tile_triples"]
     rows = info["block_channels"] * stride
     weight = 0 if prepared else info["c_in_g"] * rows
-    chunk = 0 if prepared else 4 * rows  # four input channels' transform, then transposed
+    # Four input channels' transform, transposed into rows (from 96 input channels).
+    chunk = 0 if prepared or info["c_in_g"] < 96 else 4 * rows
     return components * (weight + columns * info["c_in_g"] + chunk) + 4 * columns * rows
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from . import _threads
+from . import _memory, _threads
 from ._backward import conv_transpose1d_backward
 from ._functional import conv_transpose1d_cpu
 from ._validation import check_arguments, output_length, single
@@ -52,6 +52,7 @@ def _numpy_view(tensor):
 def _conv_transpose1d_op(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                          stride: int, padding: int, output_padding: int, groups: int,
                          dilation: int) -> torch.Tensor:
+    _memory.settle_heap()  # as torch's own op leaves it (see there)
     given_dtype = input.dtype
     if given_dtype == torch.bfloat16:  # NumPy has no bfloat16 of its own: widen here
         input, weight = input.float(), weight.float()
@@ -87,6 +88,7 @@ def _conv_transpose1d_backward_op(grad_output: torch.Tensor, input: torch.Tensor
                                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_input, grad_weight, grad_bias); a gradient not in ``output_mask``
     is an empty tensor (a custom op returns tensors only)."""
+    _memory.settle_heap()
     given_dtype = input.dtype
     if given_dtype == torch.bfloat16:  # widened as the forward does
         grad_output, input, weight = grad_output.float(), input.float(), weight.float()

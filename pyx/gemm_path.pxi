@@ -35,25 +35,48 @@ cdef void _columns_by_channel(const Plan* plan, int64_t K, const scalar_t* x_til
 
 cdef void _columns_by_position(const Plan* plan, int64_t K, const scalar_t* x_tile,
                                int64_t sx_c, int64_t sx_l, const scalar_t* w_block,
-                               const scalar_t* weight_rows, int64_t n_channels, int64_t n_cols,
-                               scalar_t* columns, scalar_t* scratch) noexcept nogil:
-    """columns[l, c*K + k] = sum_i X_g[i, l] * W_g[i, c, k]: one row per input position.
+                               const scalar_t* weight_rows, int64_t r0, int64_t n_rows,
+                               int64_t ld, int64_t n_cols, scalar_t* columns,
+                               scalar_t* scratch) noexcept nogil:
+    """columns[l, r] = sum_i X_g[i, l] * W_g[i, r] for the block's rows r = c*K + k in
+    [r0, r0 + n_rows): one row of ``columns`` (``ld`` long) per input position.
 
-    ``weight_rows`` as in _columns_by_channel.
+    ``w_block``, ``weight_rows``: the block's row 0, as in _columns_by_channel.
     """
-    cdef int64_t m_cols = n_channels * K
-    cdef bint rows = _reads_rows(weight_rows, n_cols, m_cols, plan.c_in_g)
-    cdef const scalar_t* w_gemm = weight_rows if rows else w_block
+    cdef bint rows = _reads_rows(weight_rows, n_cols, n_rows, plan.c_in_g)
+    cdef const scalar_t* w_gemm = weight_rows + r0 * plan.c_in_g if rows else w_block + r0
     cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart: use its transpose.
-        _gemm(True, rows, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
-              x_tile, <int>sx_c, w_gemm, ld_w, columns, <int>m_cols, scratch)
+        _gemm(True, rows, <int>n_cols, <int>n_rows, <int>plan.c_in_g,
+              x_tile, <int>sx_c, w_gemm, ld_w, columns + r0, <int>ld, scratch)
     else:
         # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
-        _gemm(False, rows, <int>n_cols, <int>m_cols, <int>plan.c_in_g,
-              x_tile, <int>sx_l, w_gemm, ld_w, columns, <int>m_cols, scratch)
+        _gemm(False, rows, <int>n_cols, <int>n_rows, <int>plan.c_in_g,
+              x_tile, <int>sx_l, w_gemm, ld_w, columns + r0, <int>ld, scratch)
 
+
+cdef inline const scalar_t* _tail_weight(const Plan* plan, int64_t K, const scalar_t* w_block,
+                                         const scalar_t* weight_rows, int64_t first,
+                                         int64_t n_rows, scalar_t* buffer) noexcept nogil:
+    """A block's rows [first, n_rows) of the weight laid out as rows, (n_rows - first,
+    C_in/g): ``weight_rows``'s own, or the caller's weight copied so into ``buffer``
+    (MERGED_ROW_TILE * C_in/g). _tail_columns reads every block's tail so: BLAS's
+    small-matrix kernels round each layout differently, and a layer keeps the rows."""
+    if weight_rows != NULL:
+        return weight_rows + first * plan.c_in_g
+    _transpose(w_block + first, plan.c_out_g * K, 1, plan.c_in_g, n_rows - first, buffer,
+               plan.c_in_g)
+    return buffer
+
+
+cdef inline void _tail_columns(const Plan* plan, const scalar_t* x_tile, int64_t sx_c,
+                               int64_t sx_l, const scalar_t* w_tail, int64_t first,
+                               int64_t n_rows, int64_t n_cols, scalar_t* columns) noexcept nogil:
+    """_columns_by_position's rows [first, n_rows) of a block from _tail_weight's rows."""
+    _gemm(sx_l == 1, True, <int>n_cols, <int>(n_rows - first), <int>plan.c_in_g, x_tile,
+          <int>(sx_c if sx_l == 1 else sx_l), w_tail, <int>plan.c_in_g, columns + first,
+          <int>n_rows, <scalar_t*>NULL)
 
 
 cdef inline void _input_as_rows(const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,
@@ -91,16 +114,36 @@ cdef void _run_merged(const convt_blas_params* p, const Plan* plan, int64_t n_fi
     """
     cdef int64_t K = p.kernel_size, L = p.in_length
     cdef int64_t count = _min(plan.samples_per_unit, p.batch - n_first)
-    cdef int64_t j
+    cdef int64_t m_rows = n_channels * K, n_cols = l_hi - l_lo + 1
+    cdef int64_t first = _merged_rows(plan.c_in_g, m_rows, n_cols), j
     cdef const scalar_t* x_group = x + n_first * sx_n + g * plan.c_in_g * sx_c
-    if not (sx_c == 1 and sx_n == L * sx_l):
-        # Unless channels-last and packed (the elements' positions already
-        # follow each other as rows of X^T).
-        _input_as_rows(x_group, sx_n, sx_c, sx_l, count, L, plan.c_in_g, x_copy, held_copy,
-                       copy_key)
-        x_group, sx_c, sx_l = x_copy, 1, plan.c_in_g
-    _columns_by_position(plan, K, x_group, sx_c, sx_l, w_block, weight_rows, n_channels,
-                         count * L, columns, NULL)
+    cdef const scalar_t* x_rows = x_group
+    cdef const scalar_t* w_tail = NULL
+    cdef scalar_t* tail_weight = x_copy + plan.copy_elements  # the worker's, after its copy
+    cdef int64_t sr_c = sx_c, sr_l = sx_l
+    if first > 0:
+        if not (sx_c == 1 and sx_n == L * sx_l):
+            # Unless channels-last and packed (the elements' positions already
+            # follow each other as rows of X^T).
+            _input_as_rows(x_group, sx_n, sx_c, sx_l, count, L, plan.c_in_g, x_copy,
+                           held_copy, copy_key)
+            x_rows, sr_c, sr_l = x_copy, 1, plan.c_in_g
+        _columns_by_position(plan, K, x_rows, sr_c, sr_l, w_block, weight_rows, 0, first,
+                             m_rows, count * L, columns, NULL)
+    # The rows past the whole tiles, each element alone as _run_unit computes them:
+    # from the positions as rows (BLAS's small-matrix kernels round each layout
+    # differently), or from x where no rows are shared (more than GEMV_MAX_ROWS
+    # columns: plans merge no fewer, see _make_plan).
+    if 0 < first < m_rows:
+        w_tail = _tail_weight(plan, K, w_block, weight_rows, first, m_rows, tail_weight)
+    for j in range(count if first < m_rows else 0):
+        if first > 0:
+            _tail_columns(plan, x_rows + (j * L + l_lo) * sr_l, sr_c, sr_l, w_tail, first,
+                          m_rows, n_cols, columns + (j * L + l_lo) * m_rows)
+        else:
+            _columns_by_position(plan, K, x_group + j * sx_n + l_lo * sx_l, sx_c, sx_l,
+                                 w_block, weight_rows, 0, m_rows, m_rows, n_cols,
+                                 columns + (j * L + l_lo) * m_rows, NULL)
     for j in range(count):
         _scatter_taps(p, plan, bias_block, n_channels, 0, plan.out_length, l_lo, l_hi,
                       columns + (j * L + l_lo) * n_channels * K,
@@ -150,12 +193,14 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     """
     cdef int64_t K = p.kernel_size
     cdef int64_t n, g, g_first, block, co0, n_channels, start, stop, copy_key
-    cdef int64_t l_lo, l_hi, n_cols
+    cdef int64_t l_lo, l_hi, n_cols, m_rows, head, sg_c, sg_l
     cdef scalar_t* columns = worker
     cdef scalar_t* copy = worker + plan.column_elements  # input copy, or _gemm's vector
-    cdef scalar_t* phase = copy + plan.copy_elements
+    cdef scalar_t* phase = copy + plan.copy_elements + plan.tail_elements  # after the tail weight
     cdef const scalar_t* x_group
     cdef const scalar_t* x_tile
+    cdef const scalar_t* x_gemm
+    cdef scalar_t* vector
     cdef const scalar_t* w_block
     cdef const scalar_t* rows_block = NULL
     cdef const scalar_t* bias_block
@@ -193,18 +238,28 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
     x_group = x + n * sx_n + g * plan.c_in_g * sx_c
     if n_cols > 0 and plan.position_major:
         x_tile = x_group + l_lo * sx_l
-        if (plan.input_rows and sx_l == 1
-                and _blocked_either_way(n_cols, n_channels * K, plan.c_in_g)):
+        m_rows = n_channels * K
+        # A one-tile block's rows past _merged_rows are a GEMM of their own: as
+        # _run_merged computes them, so that the bits do not depend on the batch.
+        head = m_rows
+        if plan.n_tiles == 1 and 0 < _merged_rows(plan.c_in_g, m_rows, n_cols):
+            head = _merged_rows(plan.c_in_g, m_rows, n_cols)
+        if plan.input_rows and sx_l == 1 and _blocked_either_way(n_cols, head, plan.c_in_g):
             # Blocked GEMMs only: BLAS's small-matrix kernels round the two
             # layouts differently.
             _input_as_rows(x_tile, 0, sx_c, 1, 1, n_cols, plan.c_in_g, copy, held_copy, copy_key)
-            _columns_by_position(plan, K, copy, 1, plan.c_in_g, w_block, rows_block,
-                                 n_channels, n_cols, columns, NULL)
+            x_gemm, sg_c, sg_l, vector = copy, 1, plan.c_in_g, <scalar_t*>NULL
         else:
             if held_copy != NULL:
                 held_copy[0] = -1  # ``copy`` may serve as _gemm's vector
-            _columns_by_position(plan, K, x_tile, sx_c, sx_l, w_block, rows_block,
-                                 n_channels, n_cols, columns, copy)
+            x_gemm, sg_c, sg_l, vector = x_tile, sx_c, sx_l, copy
+        _columns_by_position(plan, K, x_gemm, sg_c, sg_l, w_block, rows_block, 0, head,
+                             m_rows, n_cols, columns, vector)
+        if head < m_rows:  # from the positions and the weight as rows, as _run_merged
+            _tail_columns(plan, x_gemm, sg_c, sg_l,
+                          _tail_weight(plan, K, w_block, rows_block, head, m_rows,
+                                       phase - plan.tail_elements),
+                          head, m_rows, n_cols, columns)
         _scatter_taps(p, plan, bias_block, n_channels, start, stop, l_lo, l_hi, columns,
                       out_block)
         return

@@ -144,6 +144,7 @@ cdef struct Plan:
     bint input_rows            # one-tile position-major units read the input as X_g^T rows
     int64_t column_elements    # one worker's column buffer (0 for direct taps)
     int64_t copy_elements      # one worker's copy of its input (merged or input_rows), or a vector
+    int64_t tail_elements      # one-tile position-major: a block's last rows of weight (_tail_weight)
     int64_t worker_elements    # workspace per worker: columns, input copy, phase rows
     bint winograd              # F(3,2) over triples of output strides; see _run_winograd_unit
     int64_t triple_first       # winograd: first triple t (outputs 3ts - padding ...)
@@ -353,15 +354,18 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     # the weight block (the larger operand here) once for all of them. BLAS's
     # blocked GEMM computes each element the same whatever the number of
     # columns as long as its rows fill whole tiles, so results stay bitwise
-    # those of one element at a time; blocks with a partial tile of rows, and
-    # GEMMs small enough for its small-matrix kernels or for our
-    # matrix-vector path, are kept apart (see _samples_sharing_gemm).
+    # those of one element at a time: the shared GEMM takes a block's whole
+    # tiles of rows, and each element its rows past them alone, batched or not
+    # (_merged_rows); GEMMs small enough for BLAS's small-matrix kernels or
+    # for our matrix-vector path are kept apart (see _samples_sharing_gemm).
     plan.samples_per_unit = 1
     plan.copy_elements = 0 if plan.direct_taps else c_in_g  # a vector for _gemm's scratch
     if plan.position_major and plan.n_tiles == 1 and p.batch > 1:
+        # The rows past whole tiles each element computes alone (_merged_rows).
+        rows = _merged_rows(c_in_g, plan.block_channels * K, columns)
         plan.samples_per_unit = _samples_sharing_gemm(
             p.batch, <double>p.in_length * _max(plan.block_channels * K, c_in_g), p.batch,
-            columns, plan.block_channels * K, _last_block_channels(plan) * K, c_in_g)
+            columns, rows, rows, c_in_g)
         if plan.samples_per_unit > 1:
             plan.column_elements = plan.block_channels * K * plan.samples_per_unit * p.in_length
             plan.copy_elements = c_in_g * plan.samples_per_unit * p.in_length
@@ -377,7 +381,9 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     # At most tile + 2*min(stride, tile) elements of phase rows.
     if plan.tile > INT64_MAX / 1024:
         return CONVT_BLAS_ERR_OVERFLOW
-    plan.worker_elements = (plan.column_elements + plan.copy_elements
+    plan.tail_elements = (MERGED_ROW_TILE * c_in_g
+                          if plan.position_major and plan.n_tiles == 1 else 0)
+    plan.worker_elements = (plan.column_elements + plan.copy_elements + plan.tail_elements
                             + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
     plan.depthwise = (DEPTHWISE_BY_CHANNELS and plan.direct_taps and c_in_g == 1
                       and c_out_g == 1 and p.dilation == 1
@@ -465,7 +471,7 @@ cdef int _plan_shared_columns(const convt_blas_params* p, Plan* plan, int64_t ti
     plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)
     plan.position_major = plan.input_rows = False
     plan.samples_per_unit = plan.groups_per_unit = 1
-    plan.column_elements = plan.copy_elements = 0
+    plan.column_elements = plan.copy_elements = plan.tail_elements = 0
     if _mul_overflows(rows, plan.max_columns) or rows * plan.max_columns > INT64_MAX / 1024:
         return CONVT_BLAS_ERR_OVERFLOW
     plan.shared_elements = rows * plan.max_columns
@@ -559,5 +565,5 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     # is not finite fall back to (_redo_non_finite_samples).
     plan.worker_elements = _max(plan.worker_elements, <int64_t>_winograd_elements(plan, s))
     plan.column_elements = 0
-    plan.copy_elements = 0
+    plan.copy_elements = plan.tail_elements = 0
     return CONVT_BLAS_OK

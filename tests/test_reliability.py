@@ -346,9 +346,11 @@ DETERMINISM_CASES = [
     (7, 16, 8, 7, 500, 2, np.float16, dict(stride=4, padding=3)),
     (7, 128, 64, 16, 12, 1, np.float32, dict(stride=8, padding=4)),      # elements share GEMMs
     (7, 128, 64, 16, 12, 1, np.float64, dict(stride=8, padding=20)),     # ... first column cropped
-    # Blocks of 17 channels x 14 taps: a partial tile of 16 rows, so never shared
-    # (shared, elements differed from their bits alone).
+    # Blocks of 17 channels x 14 taps: a partial tile of 16 rows (shared whole, elements
+    # differed from their bits alone): the whole tiles are shared, the rest not.
     (7, 300, 130, 14, 100, 1, np.float64, dict(stride=7, padding=2, output_padding=3)),
+    (7, 1062, 38, 33, 15, 1, np.float64, dict(stride=15, padding=16)),
+    (7, 200, 37, 6, 9, 1, np.complex128, dict(stride=3, padding=2)),
     (7, 40, 30, 3, 10, 2, np.complex64, dict(stride=1, padding=3)),      # small GEMMs: never shared
     (7, 24, 30, 4, 2, 1, np.float32, dict(stride=2)),                    # 2 columns: never shared
 ]
@@ -367,9 +369,49 @@ def test_short_inputs_share_gemms_across_the_batch():
     assert alone > 1
     assert units_per_sample(16, 100) < alone
     assert units_per_sample(16, 2) == units_per_sample(1, 2)  # matrix-vector path: kept apart
-    # Channel blocks whose rows end in a partial tile of 16 are kept apart too.
+    # Channel blocks whose rows end in a partial tile of 16 share their whole tiles.
     partial = (300, 100, 130, 14, 7, 2, 3, 1, 1)
-    assert kernels.plan_sizes((16,) + partial)[0] == kernels.plan_sizes((1,) + partial)[0]
+    assert kernels.plan_sizes((16,) + partial)[0] < kernels.plan_sizes((1,) + partial)[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_elements_sharing_partial_row_tiles_keep_their_bits_alone(dtype):
+    """Random short layers whose channel blocks end in a partial tile of 16 rows: the
+    batch shares a GEMM over the whole tiles, and every element gets the bits it gets
+    alone (shared whole, float64 elements differed in about half of such layers)."""
+    from convt_blas import kernels
+
+    rng = np.random.default_rng(2026)
+    shared = 0
+    for _ in range(200):
+        c_in, c_out, k = int(rng.integers(200, 1200)), int(rng.integers(3, 90)), int(rng.integers(2, 20))
+        stride = int(rng.integers(1, k + 1))
+        padding = int(rng.integers(0, k))
+        n, length = int(rng.integers(2, 7)), int(rng.integers(3, 30))
+        shape = (n, c_in, length, c_out, k, stride, padding, 0, 1, 1)
+        try:
+            plan = kernels._plan_info(shape)
+        except ValueError:
+            continue  # padding past the output
+        if plan["samples_per_unit"] < 2 or plan["block_channels"] * k % 16 == 0:
+            continue
+        shared += 1
+        x, w, b = random_case(rng, n, c_in, c_out, k, length, dtype=dtype)
+        params = dict(stride=stride, padding=padding)
+        together = convt_blas.conv_transpose1d(x, w, b, **params)
+        alone = np.concatenate([convt_blas.conv_transpose1d(x[i:i + 1], w, b, **params)
+                                for i in range(n)])
+        np.testing.assert_array_equal(together, alone)
+        channels_last = x.transpose(0, 2, 1).copy().transpose(0, 2, 1)
+        np.testing.assert_array_equal(convt_blas.conv_transpose1d(channels_last, w, b, **params),
+                                      together)
+        layer = convt_blas.ConvTranspose1d(c_in, c_out, k, **params, dtype=dtype)
+        layer.load_state_dict({"weight": w, "bias": b})
+        for _ in range(2):  # the second call reads the weight's rows
+            np.testing.assert_array_equal(layer(x), together)
+        if shared == 8:
+            break
+    assert shared == 8
 
 
 def assert_bitwise_deterministic(x, w, b, groups, params):

@@ -315,12 +315,13 @@ cdef int _backward_plan_or_raise(tuple shape, convt_blas_params* p,
 def backward_sizes(tuple shape):
     """The backward pass's cut for ``shape`` (as in plan_sizes, batch of at least 1):
     (grad_input units, its workspace elements per worker, grad_weight units, its
-    workspace elements per worker). Raises ValueError if the kernel refuses it."""
+    workspace elements per worker, grad_weight's workspace elements shared by the
+    workers, ahead of theirs). Raises ValueError if the kernel refuses it."""
     cdef convt_blas_params p
     cdef BackwardPlan plan
     _backward_plan_or_raise(shape, &p, &plan)
     return (plan.input_units, plan.input_worker_elements, plan.weight_units,
-            plan.weight_worker_elements)
+            plan.weight_worker_elements, plan.weight_shared_elements)
 
 
 def _set_backward_workspace(int64_t elements):

@@ -31,7 +31,9 @@ ctypedef struct BackwardPlan:
     int64_t c_in_g
     int64_t c_out_g
     int64_t rows                    # C_out/g * K: the im2col rows of a whole group
-    ColumnCut input_cut             # grad_input's chunks: units of (group, chunk)
+    ColumnCut input_cut             # grad_input's chunks: units of (group, chunk, in_block)
+    int64_t input_in_block          # input channels per unit
+    int64_t input_in_blocks
     int64_t input_units
     int64_t input_worker_elements   # im2col buffer, and the GEMM's result for merged chunks
     # grad_weight: units of (group, block of C_in/g, block of C_out/g)
@@ -40,8 +42,10 @@ ctypedef struct BackwardPlan:
     int64_t out_block
     int64_t out_blocks
     ColumnCut weight_cut
+    int64_t weight_splits           # units per block, each summing a range of the chunks
     int64_t weight_units
     int64_t weight_worker_elements  # im2col buffer, one partial product, merged input
+    int64_t weight_shared_elements  # the sums of splits past the first, added in order after
 
 
 # A worker's buffers stay near BACKWARD_WORKSPACE elements (4 MiB of float32):
@@ -58,21 +62,35 @@ cdef int64_t BACKWARD_MIN_TILE = 32
 # 22016 positions), 7-25% on the mid-size layers, none slower by over 2%.
 cdef int64_t BACKWARD_WEIGHT_UNITS = 8
 cdef int64_t BACKWARD_BLOCK_SIDE = 128
+# Layers with fewer units than that (few, narrow channels over a long input at
+# batch 1) cut their input positions into more chunks, of at least this many
+# positions, and sum grad_weight's chunks in up to BACKWARD_WEIGHT_UNITS ranges
+# side by side (partial sums of at most BACKWARD_WORKSPACE elements in all, added
+# in order at the end). Measured at 2 threads, batch 1, against one unit per block:
+# HiFi-GAN 64 -> 32 and EnCodec 64 -> 32 ran on one thread for grad_weight and
+# three chunks for grad_input.
+cdef int64_t BACKWARD_SPLIT_MIN_TILE = 256
 
 
-cdef ColumnCut _cut_columns(int64_t buffer_rows, int64_t batch, int64_t length) noexcept nogil:
+cdef ColumnCut _cut_columns(int64_t buffer_rows, int64_t batch, int64_t length,
+                            int64_t least_chunks) noexcept nogil:
     """Chunks of at most about BACKWARD_WORKSPACE / buffer_rows columns: even tiles of
-    long inputs, or as many whole short inputs as fit, spread evenly over the batch."""
+    long inputs, or as many whole short inputs as fit, spread evenly over the batch;
+    tiles of at least BACKWARD_SPLIT_MIN_TILE positions make up ``least_chunks``
+    where the batch is short of it."""
     cdef ColumnCut cut
     cdef int64_t target = _max(BACKWARD_MIN_TILE, BACKWARD_WORKSPACE / _max(1, buffer_rows))
-    if length >= target or batch <= 1:
-        cut.samples = 1
+    cut.samples = 1
+    if length < target and batch > 1:
+        cut.samples = _min(batch, target / length)
+        cut.samples = _ceil_div(batch, _ceil_div(batch, cut.samples))
+    if cut.samples == 1:
         cut.tiles = _ceil_div(length, _min(target, length))
+        cut.tiles = _max(cut.tiles, _min(_ceil_div(least_chunks, _max(1, batch)),
+                                         length / BACKWARD_SPLIT_MIN_TILE))
         cut.tile = _ceil_div(length, cut.tiles)
         cut.chunks = batch * cut.tiles
     else:
-        cut.samples = _min(batch, target / length)
-        cut.samples = _ceil_div(batch, _ceil_div(batch, cut.samples))
         cut.tiles = 1
         cut.tile = length
         cut.chunks = _ceil_div(batch, cut.samples)
@@ -119,20 +137,27 @@ cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noe
             or _mul_overflows(p.batch, p.groups)):
         return CONVT_BLAS_ERR_OVERFLOW
 
-    plan.input_cut = _cut_columns(plan.rows + plan.c_in_g, p.batch, p.in_length)
+    flops = 2.0 * p.batch * p.in_length * plan.c_in_g * plan.rows * p.groups
+    wanted = 1
+    if flops >= 2 * MIN_UNIT_FLOPS:
+        wanted = _ceil_div(BACKWARD_WEIGHT_UNITS, p.groups)
+    plan.input_cut = _cut_columns(plan.rows + plan.c_in_g, p.batch, p.in_length, wanted)
     if _mul_overflows(p.groups, plan.input_cut.chunks):
         return CONVT_BLAS_ERR_OVERFLOW
-    plan.input_units = p.groups * plan.input_cut.chunks
-    plan.input_worker_elements = (plan.rows + (plan.c_in_g if plan.input_cut.samples > 1 else 0)
+    # Too few chunks (one short input): blocks of input channels, each making the
+    # chunk's im2col again.
+    blocks = _max(1, _min(_ceil_div(wanted, _max(1, plan.input_cut.chunks)),
+                          plan.c_in_g / BACKWARD_BLOCK_SIDE))
+    plan.input_in_block = _ceil_div(plan.c_in_g, blocks)
+    plan.input_in_blocks = _ceil_div(plan.c_in_g, plan.input_in_block)
+    plan.input_units = p.groups * plan.input_cut.chunks * plan.input_in_blocks
+    plan.input_worker_elements = (plan.rows + (plan.input_in_block
+                                               if plan.input_cut.samples > 1 else 0)
                                   ) * plan.input_cut.columns
 
     # Blocks of output channels first (each im2col row is made by one unit),
     # then of input channels, until the layer has BACKWARD_WEIGHT_UNITS units;
     # small layers stay one unit per group.
-    flops = 2.0 * p.batch * p.in_length * plan.c_in_g * plan.rows * p.groups
-    wanted = 1
-    if flops >= 2 * MIN_UNIT_FLOPS:
-        wanted = _ceil_div(BACKWARD_WEIGHT_UNITS, p.groups)
     blocks = _max(1, _min(wanted, _min(plan.c_out_g, plan.rows / BACKWARD_BLOCK_SIDE)))
     plan.out_block = _ceil_div(plan.c_out_g, blocks)
     plan.out_blocks = _ceil_div(plan.c_out_g, plan.out_block)
@@ -140,8 +165,17 @@ cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noe
     blocks = _max(1, _min(wanted, plan.c_in_g / BACKWARD_BLOCK_SIDE))
     plan.in_block = _ceil_div(plan.c_in_g, blocks)
     plan.in_blocks = _ceil_div(plan.c_in_g, plan.in_block)
-    plan.weight_units = p.groups * plan.in_blocks * plan.out_blocks
-    plan.weight_cut = _cut_columns(plan.out_block * K + plan.in_block, p.batch, p.in_length)
+    wanted = _ceil_div(wanted, plan.in_blocks)  # units short of BACKWARD_WEIGHT_UNITS
+    plan.weight_cut = _cut_columns(plan.out_block * K + plan.in_block, p.batch, p.in_length,
+                                   wanted)
+    # Still short of units: splits sum ranges of the chunks side by side.
+    plan.weight_splits = _max(1, _min(_min(wanted, plan.weight_cut.chunks),
+                                      1 + BACKWARD_WORKSPACE / (p.in_channels * plan.rows)))
+    if plan.weight_cut.chunks > 0:  # every split a range of at least one chunk
+        plan.weight_splits = _ceil_div(plan.weight_cut.chunks,
+                                       _ceil_div(plan.weight_cut.chunks, plan.weight_splits))
+    plan.weight_units = p.groups * plan.in_blocks * plan.out_blocks * plan.weight_splits
+    plan.weight_shared_elements = (plan.weight_splits - 1) * p.in_channels * plan.rows
     plan.weight_worker_elements = (
         plan.out_block * K * (plan.weight_cut.columns + plan.in_block)
         + (plan.in_block * plan.weight_cut.columns if plan.weight_cut.samples > 1 else 0))
@@ -192,40 +226,47 @@ cdef inline void _im2col_chunk(const convt_blas_params* p, const scalar_t* grad_
 cdef void _grad_input_unit(const convt_blas_params* p, const BackwardPlan* plan, int64_t unit,
                            const scalar_t* grad_output, const scalar_t* w,
                            scalar_t* grad_input, scalar_t* workspace) noexcept nogil:
-    """grad_input[chunk's elements, g] = W_g @ im2col(grad_output[chunk's elements, g])."""
-    cdef int64_t g = unit / plan.input_cut.chunks
+    """grad_input[chunk's elements, g, block] = W_g[block] @ im2col(grad_output[chunk's
+    elements, g])."""
+    cdef int64_t ci = (unit % plan.input_in_blocks) * plan.input_in_block
+    cdef int64_t rest = unit / plan.input_in_blocks
+    cdef int64_t g = rest / plan.input_cut.chunks
+    cdef int64_t in_count = _min(plan.input_in_block, plan.c_in_g - ci)
     cdef int64_t n0, samples, first, count, columns, i, c, j
     cdef scalar_t* cols = workspace
     cdef scalar_t* merged = workspace + plan.rows * plan.input_cut.columns
     cdef scalar_t* dst
-    columns = _chunk_columns(&plan.input_cut, unit % plan.input_cut.chunks, p.batch,
+    cdef const scalar_t* w_block = w + (g * plan.c_in_g + ci) * plan.rows
+    columns = _chunk_columns(&plan.input_cut, rest % plan.input_cut.chunks, p.batch,
                              p.in_length, &n0, &samples, &first, &count)
     _im2col_chunk(p, grad_output, n0, samples, g * plan.c_out_g, plan.c_out_g, first, count,
                   cols)
-    dst = grad_input + (n0 * p.in_channels + g * plan.c_in_g) * p.in_length + first
+    dst = grad_input + (n0 * p.in_channels + g * plan.c_in_g + ci) * p.in_length + first
     if samples == 1:
-        _gemm(False, False, <int>plan.c_in_g, <int>count, <int>plan.rows,
-              w + g * plan.c_in_g * plan.rows, <int>plan.rows, cols, <int>count,
-              dst, <int>p.in_length, <scalar_t*>NULL)
+        _gemm(False, False, <int>in_count, <int>count, <int>plan.rows, w_block,
+              <int>plan.rows, cols, <int>count, dst, <int>p.in_length, <scalar_t*>NULL)
         return
     # Several elements in one GEMM: its rows hold each element's positions in turn.
-    _gemm(False, False, <int>plan.c_in_g, <int>columns, <int>plan.rows,
-          w + g * plan.c_in_g * plan.rows, <int>plan.rows, cols, <int>columns,
-          merged, <int>columns, <scalar_t*>NULL)
+    _gemm(False, False, <int>in_count, <int>columns, <int>plan.rows, w_block,
+          <int>plan.rows, cols, <int>columns, merged, <int>columns, <scalar_t*>NULL)
     for i in range(samples):
-        for c in range(plan.c_in_g):
+        for c in range(in_count):
             for j in range(count):
                 dst[(i * p.in_channels + c) * p.in_length + j] = merged[c * columns + i * count + j]
 
 
 cdef void _grad_weight_unit(const convt_blas_params* p, const BackwardPlan* plan, int64_t unit,
                             const scalar_t* grad_output, const scalar_t* x,
-                            scalar_t* grad_weight, scalar_t* workspace) noexcept nogil:
-    """One block of grad_weight: the sum over the chunks, in order, of
-    X[chunk, g, block] @ im2col(grad_output[chunk, g, block])^T."""
+                            scalar_t* grad_weight, scalar_t* split_sums,
+                            scalar_t* workspace) noexcept nogil:
+    """One block of grad_weight: the sum over its split's range of chunks, in order, of
+    X[chunk, g, block] @ im2col(grad_output[chunk, g, block])^T, into grad_weight (the
+    first split) or its place in ``split_sums`` (the others, one weight's size each)."""
     cdef int64_t K = p.kernel_size
-    cdef int64_t o_block = unit % plan.out_blocks
-    cdef int64_t rest = unit / plan.out_blocks
+    cdef int64_t split = unit % plan.weight_splits
+    cdef int64_t per_split = _ceil_div(plan.weight_cut.chunks, plan.weight_splits)
+    cdef int64_t o_block = (unit / plan.weight_splits) % plan.out_blocks
+    cdef int64_t rest = unit / plan.weight_splits / plan.out_blocks
     cdef int64_t i_block = rest % plan.in_blocks, g = rest / plan.in_blocks
     cdef int64_t co = o_block * plan.out_block, ci = i_block * plan.in_block
     cdef int64_t out_count = _min(plan.out_block, plan.c_out_g - co)
@@ -235,11 +276,14 @@ cdef void _grad_weight_unit(const convt_blas_params* p, const BackwardPlan* plan
     cdef scalar_t* cols = workspace
     cdef scalar_t* partial = cols + plan.out_block * K * plan.weight_cut.columns
     cdef scalar_t* merged = partial + plan.in_block * plan.out_block * K
-    cdef scalar_t* dst = grad_weight + (g * plan.c_in_g + ci) * plan.rows + co * K
+    cdef scalar_t* dst = ((grad_weight if split == 0
+                           else split_sums + (split - 1) * p.in_channels * plan.rows)
+                          + (g * plan.c_in_g + ci) * plan.rows + co * K)
+    cdef int64_t chunk_first = split * per_split
     cdef const scalar_t* x_rows
     cdef const scalar_t* src
     cdef scalar_t* row
-    for chunk in range(plan.weight_cut.chunks):
+    for chunk in range(chunk_first, _min(plan.weight_cut.chunks, chunk_first + per_split)):
         columns = _chunk_columns(&plan.weight_cut, chunk, p.batch, p.in_length,
                                  &n0, &samples, &first, &count)
         _im2col_chunk(p, grad_output, n0, samples, g * plan.c_out_g + co, out_count, first,
@@ -256,9 +300,9 @@ cdef void _grad_weight_unit(const convt_blas_params* p, const BackwardPlan* plan
             lda = columns
         # The first product lands in place; later ones are added in order.
         _gemm(False, True, <int>in_count, <int>block_rows, <int>columns, x_rows, <int>lda,
-              cols, <int>columns, dst if chunk == 0 else partial,
-              <int>(plan.rows if chunk == 0 else block_rows), <scalar_t*>NULL)
-        if chunk > 0:
+              cols, <int>columns, dst if chunk == chunk_first else partial,
+              <int>(plan.rows if chunk == chunk_first else block_rows), <scalar_t*>NULL)
+        if chunk > chunk_first:
             for i in range(in_count):
                 row = dst + i * plan.rows
                 for j in range(block_rows):
@@ -275,16 +319,18 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
     grad_output, x: C-contiguous (N, C_out, L_out) and (N, C_in, L_in); w:
     C-contiguous (C_in, C_out/g, K), conjugated by the caller for complex;
     grad_input, grad_weight: C-contiguous, fully overwritten. The workspace
-    holds ``n_threads`` (clamped) workers' largest worker_elements.
+    holds grad_weight's split sums (weight_shared_elements, if it is computed),
+    then ``n_threads`` (clamped) workers' largest worker_elements.
     """
-    cdef int64_t unit, units, per_worker, workers
-    per_worker = _max(plan.input_worker_elements if grad_input != NULL else 0,
-                      plan.weight_worker_elements if grad_weight != NULL else 0)
-    units = _max(plan.input_units if grad_input != NULL else 0,
-                 plan.weight_units if grad_weight != NULL else 0)
-    workers = _max(1, _min(_thread_count(n_threads), units))
-    if workspace_len < per_worker * workers:
+    cdef int64_t unit, units, per_worker, workers, shared, row, j, split
+    cdef scalar_t* split_sums = workspace
+    cdef scalar_t* sums
+    cdef scalar_t* dst
+    shared = _backward_workers(plan, grad_input != NULL, grad_weight != NULL, n_threads,
+                               &per_worker, &workers)
+    if workspace_len < shared + per_worker * workers:
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
+    workspace = workspace + shared
     if grad_input != NULL and plan.input_units:
         if workers > 1:
             for unit in prange(plan.input_units, num_threads=<int>workers, schedule='guided'):
@@ -299,38 +345,49 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
                 grad_weight[unit] = 0
         elif workers > 1:
             for unit in prange(plan.weight_units, num_threads=<int>workers, schedule='guided'):
-                _grad_weight_unit(p, plan, unit, grad_output, x, grad_weight,
+                _grad_weight_unit(p, plan, unit, grad_output, x, grad_weight, split_sums,
                                   workspace + threadid() * per_worker)
         else:
             for unit in range(plan.weight_units):
-                _grad_weight_unit(p, plan, unit, grad_output, x, grad_weight, workspace)
+                _grad_weight_unit(p, plan, unit, grad_output, x, grad_weight, split_sums,
+                                  workspace)
+        if p.batch > 0 and plan.weight_splits > 1:
+            # The splits' sums added to the first's in order, row by row.
+            for row in prange(p.in_channels, num_threads=<int>workers, schedule='static'):
+                dst = grad_weight + row * plan.rows
+                for split in range(1, plan.weight_splits):
+                    sums = split_sums + (split - 1) * p.in_channels * plan.rows + row * plan.rows
+                    for j in range(plan.rows):
+                        dst[j] = dst[j] + sums[j]
     return CONVT_BLAS_OK
 
 
 # The C API's backward (entries.pxi): plain operands in, torch's gradients out.
 
 cdef inline int64_t _backward_workers(const BackwardPlan* plan, bint want_input,
-                                      bint want_weight, int n_threads,
-                                      int64_t* per_worker) noexcept nogil:
-    """_run_backward's workers and (through per_worker) their elements each."""
+                                      bint want_weight, int n_threads, int64_t* per_worker,
+                                      int64_t* workers) noexcept nogil:
+    """_run_backward's workers and their elements each (through the pointers); returns
+    the elements of grad_weight's split sums that come before theirs."""
     per_worker[0] = _max(plan.input_worker_elements if want_input else 0,
                          plan.weight_worker_elements if want_weight else 0)
-    return _max(1, _min(<int64_t>_thread_count(n_threads),
-                        _max(plan.input_units if want_input else 0,
-                             plan.weight_units if want_weight else 0)))
+    workers[0] = _max(1, _min(<int64_t>_thread_count(n_threads),
+                              _max(plan.input_units if want_input else 0,
+                                   plan.weight_units if want_weight else 0)))
+    return plan.weight_shared_elements if want_weight else 0
 
 
 cdef int64_t backward_workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil:
     """Workspace elements a backward call with ``n_threads`` needs, whichever
     gradients it computes; -1 for a NULL, invalid or overflowing ``p``."""
     cdef BackwardPlan plan
-    cdef int64_t per_worker, workers
+    cdef int64_t per_worker, workers, shared
     if p == NULL or _make_backward_plan(p, &plan) != CONVT_BLAS_OK:
         return -1
-    workers = _backward_workers(&plan, True, True, n_threads, &per_worker)
-    if _mul_overflows(per_worker, workers):
+    shared = _backward_workers(&plan, True, True, n_threads, &per_worker, &workers)
+    if _mul_overflows(per_worker, workers) or per_worker * workers > INT64_MAX - shared:
         return -1
-    return per_worker * workers
+    return shared + per_worker * workers
 
 
 cdef int _conv_transpose1d_backward(const convt_blas_params* p, const scalar_t* grad_output,
@@ -343,7 +400,7 @@ cdef int _conv_transpose1d_backward(const convt_blas_params* p, const scalar_t* 
     _run_backward and sums grad_bias in order. Writes nothing unless it succeeds."""
     cdef BackwardPlan plan
     cdef int status
-    cdef int64_t per_worker, workers, needed, out_len, x_len, w_len, i, n, c, l
+    cdef int64_t per_worker, workers, shared, needed, out_len, x_len, w_len, i, n, c, l
     cdef scalar_t* conj_x = NULL
     cdef scalar_t* conj_w = NULL
     cdef scalar_t* owned = NULL
@@ -365,11 +422,11 @@ cdef int _conv_transpose1d_backward(const convt_blas_params* p, const scalar_t* 
         return CONVT_BLAS_ERR_OVERFLOW
     x_len = p.batch * p.in_channels * p.in_length
     w_len = p.in_channels * plan.rows
-    workers = _backward_workers(&plan, grad_input != NULL, grad_weight != NULL, n_threads,
-                                &per_worker)
-    if _mul_overflows(per_worker, workers):
+    shared = _backward_workers(&plan, grad_input != NULL, grad_weight != NULL, n_threads,
+                               &per_worker, &workers)
+    if _mul_overflows(per_worker, workers) or per_worker * workers > INT64_MAX - shared:
         return CONVT_BLAS_ERR_OVERFLOW
-    needed = per_worker * workers
+    needed = shared + per_worker * workers
     if workspace != NULL and workspace_len < needed:
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
     if _max(needed, _max(x_len, w_len)) > INT64_MAX / <int64_t>sizeof(scalar_t):

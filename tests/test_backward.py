@@ -132,10 +132,16 @@ def test_large_layers_cut_into_tiles_and_blocks():
     rng = np.random.default_rng(4)
     for (c_in, c_out_g, k, stride, padding, groups, length) in [(256, 128, 16, 8, 4, 1, 300),
                                                                 (192, 96, 7, 1, 3, 3, 1500),
-                                                                (64, 512, 4, 2, 1, 1, 70)]:
+                                                                (64, 512, 4, 2, 1, 1, 70),
+                                                                (64, 32, 4, 2, 1, 1, 3000),
+                                                                (512, 256, 16, 8, 4, 1, 8)]:
         shape = (2, c_in, length, c_out_g * groups, k, stride, padding, 0, 1, groups)
         info = kernels._backward_plan_info(shape)
         assert info["input_cut"]["chunks"] > 2 or info["in_blocks"] * info["out_blocks"] > 1
+        if c_out_g == 32:  # one weight block: its chunks summed in ranges side by side
+            assert info["weight_splits"] > 1 and info["input_cut"]["chunks"] >= 8
+        if length == 8:  # one chunk per element: grad_input by blocks of input channels
+            assert info["input_in_blocks"] > 1
         assert info["input_worker_elements"] <= 2 << 20  # the workspace stays bounded
         x = random_array(rng, (2, c_in, length), np.float64)
         w = random_array(rng, (c_in, c_out_g, k), np.float64)
@@ -157,7 +163,9 @@ def test_bitwise_equal_across_thread_counts(dtype):
         pytest.skip("built without OpenMP: one thread only")
     rng = np.random.default_rng(5)
     layers = [(4, 256, 128, 16, 8, 4, 1, 120), (3, 64, 64, 7, 1, 3, 4, 900),
-              (2, 128, 64, 4, 2, 1, 1, 333)]
+              (2, 128, 64, 4, 2, 1, 1, 333),
+              (1, 64, 32, 4, 2, 1, 1, 3000),  # grad_weight summed in splits
+              (1, 512, 256, 16, 8, 4, 1, 8)]  # grad_input by blocks of input channels
     try:
         for n, c_in, c_out_g, k, stride, padding, groups, length in layers:
             x = random_array(rng, (n, c_in, length), dtype)

@@ -455,15 +455,16 @@ def test_c_api_backward_empty_batch(built, rng):
 
 
 def test_c_api_backward_sizes_and_threads(built, rng):
-    """The workspace length: backward_sizes' per-worker elements times the clamped workers."""
+    """The workspace length: grad_weight's shared split sums, then backward_sizes'
+    per-worker elements times the clamped workers."""
     h = built.harness
     for case in BACKWARD_CASES:
         params = _problem(rng, case, np.float64)[3].kernel_params
-        in_units, in_elements, w_units, w_elements = kernels.backward_sizes(params)
+        in_units, in_elements, w_units, w_elements, shared = kernels.backward_sizes(params)
         per_worker, units = max(in_elements, w_elements), max(in_units, w_units)
         for n_threads, workers in [(1, 1), (2, 2), (0, 1), (-1, 1), (2 ** 31 - 1, 256)]:
             assert (h.sizes("backward_workspace_length", params, n_threads)
-                    == per_worker * max(1, min(workers, units))), (case, n_threads)
+                    == shared + per_worker * max(1, min(workers, units))), (case, n_threads)
     assert h.sizes("backward_workspace_length", None) == -1
 
 

@@ -342,6 +342,15 @@ def _set_backward_weight_blocks(int64_t units, int64_t side):
     return previous
 
 
+def _set_backward_input_blocks(int64_t blocks):
+    """Set the most blocks of input channels grad_input's chunks are cut into; returns
+    the previous count. For tests and benchmarks (see BACKWARD_INPUT_BLOCKS)."""
+    global BACKWARD_INPUT_BLOCKS
+    previous = BACKWARD_INPUT_BLOCKS
+    BACKWARD_INPUT_BLOCKS = blocks
+    return previous
+
+
 def _backward_plan_info(tuple shape):
     """The BackwardPlan struct of ``shape`` as a dict, for tests and tuning."""
     cdef convt_blas_params p

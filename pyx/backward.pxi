@@ -66,10 +66,17 @@ cdef int64_t BACKWARD_BLOCK_SIDE = 128
 # batch 1) cut their input positions into more chunks, of at least this many
 # positions, and sum grad_weight's chunks in up to BACKWARD_WEIGHT_UNITS ranges
 # side by side (partial sums of at most BACKWARD_WORKSPACE elements in all, added
-# in order at the end). Measured at 2 threads, batch 1, against one unit per block:
-# HiFi-GAN 64 -> 32 and EnCodec 64 -> 32 ran on one thread for grad_weight and
-# three chunks for grad_input.
+# in order at the end). Before, HiFi-GAN's and EnCodec's 64 -> 32 at batch 1 ran
+# grad_weight as one unit and grad_input as three chunks; at 2 threads their
+# backward took 5.1 and 4.8 ms, now 3.2 and 3.0 (the 40,000-position signal 16.5 ->
+# 11.2 ms); at 1 thread the same within the noise.
 cdef int64_t BACKWARD_SPLIT_MIN_TILE = 256
+# grad_input's chunks still short of units are cut into at most this many blocks of
+# input channels, each packing the chunk's im2col again. Measured on 512 -> 256 (K = 16)
+# at 8-100 positions and 1536 -> 768 at 86, batch 1, against one block: 2 blocks
+# 1-4% slower at 1 thread and 27-29% faster at 2; 4 blocks 2-14% slower at 1 thread
+# and 5-8% slower than 2 blocks at 2 threads.
+cdef int64_t BACKWARD_INPUT_BLOCKS = 2
 
 
 cdef ColumnCut _cut_columns(int64_t buffer_rows, int64_t batch, int64_t length,
@@ -145,9 +152,9 @@ cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noe
     if _mul_overflows(p.groups, plan.input_cut.chunks):
         return CONVT_BLAS_ERR_OVERFLOW
     # Too few chunks (one short input): blocks of input channels, each making the
-    # chunk's im2col again.
-    blocks = _max(1, _min(_ceil_div(wanted, _max(1, plan.input_cut.chunks)),
-                          plan.c_in_g / BACKWARD_BLOCK_SIDE))
+    # chunk's im2col again (see BACKWARD_INPUT_BLOCKS).
+    blocks = _max(1, _min(_min(_ceil_div(wanted, _max(1, plan.input_cut.chunks)),
+                               BACKWARD_INPUT_BLOCKS), plan.c_in_g / BACKWARD_BLOCK_SIDE))
     plan.input_in_block = _ceil_div(plan.c_in_g, blocks)
     plan.input_in_blocks = _ceil_div(plan.c_in_g, plan.input_in_block)
     plan.input_units = p.groups * plan.input_cut.chunks * plan.input_in_blocks

@@ -241,9 +241,9 @@ cdef void _run_unit(const convt_blas_params* p, const Plan* plan, int64_t unit,
         m_rows = n_channels * K
         # A one-tile block's rows past _merged_rows are a GEMM of their own: as
         # _run_merged computes them, so that the bits do not depend on the batch.
-        head = m_rows
-        if plan.n_tiles == 1 and 0 < _merged_rows(plan.c_in_g, m_rows, n_cols):
-            head = _merged_rows(plan.c_in_g, m_rows, n_cols)
+        head = _merged_rows(plan.c_in_g, m_rows, n_cols) if plan.n_tiles == 1 else 0
+        if head == 0:
+            head = m_rows
         if plan.input_rows and sx_l == 1 and _blocked_either_way(n_cols, head, plan.c_in_g):
             # Blocked GEMMs only: BLAS's small-matrix kernels round the two
             # layouts differently.

@@ -329,13 +329,15 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
     holds grad_weight's split sums (weight_shared_elements, if it is computed),
     then ``n_threads`` (clamped) workers' largest worker_elements.
     """
-    cdef int64_t unit, units, per_worker, workers, shared, row, j, split
+    cdef int64_t unit, per_worker, workers, shared, needed, row, j, split
     cdef scalar_t* split_sums = workspace
     cdef scalar_t* sums
     cdef scalar_t* dst
-    shared = _backward_workers(plan, grad_input != NULL, grad_weight != NULL, n_threads,
-                               &per_worker, &workers)
-    if workspace_len < shared + per_worker * workers:
+    needed = _backward_workspace(plan, grad_input != NULL, grad_weight != NULL, n_threads,
+                                 &shared, &per_worker, &workers)
+    if needed < 0:
+        return CONVT_BLAS_ERR_OVERFLOW
+    if workspace_len < needed:
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
     workspace = workspace + shared
     if grad_input != NULL and plan.input_units:
@@ -371,30 +373,31 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
 
 # The C API's backward (entries.pxi): plain operands in, torch's gradients out.
 
-cdef inline int64_t _backward_workers(const BackwardPlan* plan, bint want_input,
-                                      bint want_weight, int n_threads, int64_t* per_worker,
-                                      int64_t* workers) noexcept nogil:
-    """_run_backward's workers and their elements each (through the pointers); returns
-    the elements of grad_weight's split sums that come before theirs."""
+cdef inline int64_t _backward_workspace(const BackwardPlan* plan, bint want_input,
+                                        bint want_weight, int n_threads, int64_t* shared,
+                                        int64_t* per_worker, int64_t* workers) noexcept nogil:
+    """The workspace elements _run_backward needs (-1: more than an int64_t counts):
+    grad_weight's split sums (``shared``), then ``workers`` workers' ``per_worker``."""
+    shared[0] = plan.weight_shared_elements if want_weight else 0
     per_worker[0] = _max(plan.input_worker_elements if want_input else 0,
                          plan.weight_worker_elements if want_weight else 0)
     workers[0] = _max(1, _min(<int64_t>_thread_count(n_threads),
                               _max(plan.input_units if want_input else 0,
                                    plan.weight_units if want_weight else 0)))
-    return plan.weight_shared_elements if want_weight else 0
+    if (_mul_overflows(per_worker[0], workers[0])
+            or per_worker[0] * workers[0] > INT64_MAX - shared[0]):
+        return -1
+    return shared[0] + per_worker[0] * workers[0]
 
 
 cdef int64_t backward_workspace_length(const convt_blas_params* p, int n_threads) noexcept nogil:
     """Workspace elements a backward call with ``n_threads`` needs, whichever
     gradients it computes; -1 for a NULL, invalid or overflowing ``p``."""
     cdef BackwardPlan plan
-    cdef int64_t per_worker, workers, shared
+    cdef int64_t shared, per_worker, workers
     if p == NULL or _make_backward_plan(p, &plan) != CONVT_BLAS_OK:
         return -1
-    shared = _backward_workers(&plan, True, True, n_threads, &per_worker, &workers)
-    if _mul_overflows(per_worker, workers) or per_worker * workers > INT64_MAX - shared:
-        return -1
-    return shared + per_worker * workers
+    return _backward_workspace(&plan, True, True, n_threads, &shared, &per_worker, &workers)
 
 
 cdef int _conv_transpose1d_backward(const convt_blas_params* p, const scalar_t* grad_output,
@@ -429,11 +432,10 @@ cdef int _conv_transpose1d_backward(const convt_blas_params* p, const scalar_t* 
         return CONVT_BLAS_ERR_OVERFLOW
     x_len = p.batch * p.in_channels * p.in_length
     w_len = p.in_channels * plan.rows
-    shared = _backward_workers(&plan, grad_input != NULL, grad_weight != NULL, n_threads,
-                               &per_worker, &workers)
-    if _mul_overflows(per_worker, workers) or per_worker * workers > INT64_MAX - shared:
+    needed = _backward_workspace(&plan, grad_input != NULL, grad_weight != NULL, n_threads,
+                                 &shared, &per_worker, &workers)
+    if needed < 0:
         return CONVT_BLAS_ERR_OVERFLOW
-    needed = shared + per_worker * workers
     if workspace != NULL and workspace_len < needed:
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
     if _max(needed, _max(x_len, w_len)) > INT64_MAX / <int64_t>sizeof(scalar_t):

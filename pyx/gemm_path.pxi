@@ -44,16 +44,26 @@ cdef void _columns_by_position(const Plan* plan, int64_t K, const scalar_t* x_ti
     ``w_block``, ``weight_rows``: the block's row 0, as in _columns_by_channel.
     """
     cdef bint rows = _reads_rows(weight_rows, n_cols, n_rows, plan.c_in_g)
-    cdef const scalar_t* w_gemm = weight_rows + r0 * plan.c_in_g if rows else w_block + r0
-    cdef int ld_w = <int>(plan.c_in_g if rows else plan.c_out_g * K)
+    _position_gemm(plan, x_tile, sx_c, sx_l, rows,
+                   weight_rows + r0 * plan.c_in_g if rows else w_block + r0,
+                   plan.c_in_g if rows else plan.c_out_g * K, n_rows, ld, n_cols,
+                   columns + r0, scratch)
+
+
+cdef inline void _position_gemm(const Plan* plan, const scalar_t* x_tile, int64_t sx_c,
+                                int64_t sx_l, bint rows, const scalar_t* w_gemm, int64_t ld_w,
+                                int64_t n_rows, int64_t ld, int64_t n_cols, scalar_t* columns,
+                                scalar_t* scratch) noexcept nogil:
+    """columns[l, r] = sum_i X_g[i, l] * W[i, r] for r < ``n_rows``: ``w_gemm`` as the
+    weight's rows (``rows``) or as (C_in/g, ...) rows ``ld_w`` apart."""
     if sx_l == 1:
         # X_g is (C_in/g, L) with rows sx_c apart: use its transpose.
         _gemm(True, rows, <int>n_cols, <int>n_rows, <int>plan.c_in_g,
-              x_tile, <int>sx_c, w_gemm, ld_w, columns + r0, <int>ld, scratch)
+              x_tile, <int>sx_c, w_gemm, <int>ld_w, columns, <int>ld, scratch)
     else:
         # Channels-last input: X_g^T is (L, C_in/g) with rows sx_l apart.
         _gemm(False, rows, <int>n_cols, <int>n_rows, <int>plan.c_in_g,
-              x_tile, <int>sx_l, w_gemm, ld_w, columns + r0, <int>ld, scratch)
+              x_tile, <int>sx_l, w_gemm, <int>ld_w, columns, <int>ld, scratch)
 
 
 cdef inline const scalar_t* _tail_weight(const Plan* plan, int64_t K, const scalar_t* w_block,
@@ -74,9 +84,8 @@ cdef inline void _tail_columns(const Plan* plan, const scalar_t* x_tile, int64_t
                                int64_t sx_l, const scalar_t* w_tail, int64_t first,
                                int64_t n_rows, int64_t n_cols, scalar_t* columns) noexcept nogil:
     """_columns_by_position's rows [first, n_rows) of a block from _tail_weight's rows."""
-    _gemm(sx_l == 1, True, <int>n_cols, <int>(n_rows - first), <int>plan.c_in_g, x_tile,
-          <int>(sx_c if sx_l == 1 else sx_l), w_tail, <int>plan.c_in_g, columns + first,
-          <int>n_rows, <scalar_t*>NULL)
+    _position_gemm(plan, x_tile, sx_c, sx_l, True, w_tail, plan.c_in_g, n_rows - first,
+                   n_rows, n_cols, columns + first, NULL)
 
 
 cdef inline void _input_as_rows(const scalar_t* x, int64_t sx_n, int64_t sx_c, int64_t sx_l,

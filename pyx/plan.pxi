@@ -381,8 +381,11 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     # At most tile + 2*min(stride, tile) elements of phase rows.
     if plan.tile > INT64_MAX / 1024:
         return CONVT_BLAS_ERR_OVERFLOW
+    # A block's rows past its whole tiles (_tail_weight), where a block has them.
     plan.tail_elements = (MERGED_ROW_TILE * c_in_g
-                          if plan.position_major and plan.n_tiles == 1 else 0)
+                          if plan.position_major and plan.n_tiles == 1
+                          and (plan.block_channels * K % MERGED_ROW_TILE
+                               or _last_block_channels(plan) * K % MERGED_ROW_TILE) else 0)
     plan.worker_elements = (plan.column_elements + plan.copy_elements + plan.tail_elements
                             + _phase_rows(plan, p.stride) * _phase_row_length(plan, p.stride))
     plan.depthwise = (DEPTHWISE_BY_CHANNELS and plan.direct_taps and c_in_g == 1

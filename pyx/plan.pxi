@@ -525,7 +525,9 @@ cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
     if _winograd_elements(plan, s) > WINOGRAD_WORKSPACE:
         plan.pass_components = 1
     while _winograd_elements(plan, s) > WINOGRAD_WORKSPACE:
-        if (plan.block_channels * s >= plan.tile_triples
+        # (A block of one channel is as small as blocks get: halving it again
+        # would loop forever.)
+        if (plan.block_channels * s >= plan.tile_triples and plan.block_channels > 1
                 and plan.block_channels * s >= 2 * WINOGRAD_MIN_SIDE):
             plan.block_channels = _ceil_div(plan.c_out_g, _min(plan.c_out_g, 2 * plan.n_blocks))
             plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)

@@ -1,6 +1,8 @@
 """Winograd's F(3,2) path (layers with K == 2*stride): when it is taken, and that it is right."""
 import contextlib
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -264,6 +266,27 @@ def test_workspace_stays_a_few_mib_whatever_the_length(layer, prepared):
         assert winograd_elements(info, s, info["pass_components"], prepared) <= 2 ** 20
         assert kernels.plan_sizes(shape, prepared)[1] * 4 <= 4.1 * 2 ** 20
     assert winograd_elements(kernels._plan_info(shape, prepared), s, 4, prepared) > 2 ** 20 or prepared
+
+
+def test_one_output_channel_at_a_long_stride_plans_and_runs(rng):
+    # One output channel, K = 2 * 256: every block is one channel of 256 rows, and
+    # a workspace that still did not fit made the planner halve that block forever
+    # (planned in a child process, so that a relapse fails instead of hanging).
+    shape = (1, 4096, 300, 1, 512, 256, 0, 0, 1, 1)
+    script = ("from convt_blas import kernels; "
+              f"info = kernels._plan_info({shape!r}); "
+              "print(info['winograd'], info['block_channels'])")
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("planning did not finish")
+    assert result.stdout.split() == ["True", "1"], result.stderr
+    x = rng.standard_normal((1, 4096, 300)).astype(np.float32)
+    w = rng.standard_normal((4096, 1, 512)).astype(np.float32)
+    y = convt_blas.conv_transpose1d(x, w, stride=256)
+    with plain_path():
+        assert_close(y, convt_blas.conv_transpose1d(x, w, stride=256))
 
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[6]])

@@ -58,14 +58,19 @@ def _call_plan(params, has_prepared, winograd_enabled, blas_small_matrix_kernels
 
 
 def set_winograd(enabled):
-    """Allow (the default) or forbid Winograd's F(3,2) on layers that qualify.
+    """Allow (the default) or forbid Winograd's algorithms on layers that qualify.
 
     Layers with ``kernel_size == 2*stride``, no dilation, an input of at least
     512 positions (256 when a group's weight has at most 2**21 elements) and
     at least 64 input channels and ``C_out/groups * stride`` per group run
-    four GEMMs for every three output strides instead of six:
+    F(3,2): four GEMMs for every three output strides instead of six,
     a third fewer multiply-adds, with a rounding error within about twice
-    that of the :term:`GEMM path` (see :ref:`winograd`); batch elements whose
+    that of the :term:`GEMM path` (see :ref:`winograd`). A
+    :class:`ConvTranspose1d` with ``kernel_size == 3*stride`` or ``4*stride``
+    and at least 256 channels on both GEMM sides runs F(4,3) or F(3,4) from
+    256 positions on (160 from 1024 input channels): half the multiply-adds,
+    at up to about five times the GEMM path's rounding error in float32
+    (see :ref:`winograd-forms`). Batch elements whose
     result is not all finite (inf or NaN inputs or weights) are computed
     again on the GEMM path, so they get its infs and NaNs.
     ``set_winograd(False)`` gives every layer the GEMM path and its rounding.
@@ -92,7 +97,7 @@ def set_winograd(enabled):
 
 
 def get_winograd():
-    """Whether layers that qualify may run Winograd's F(3,2) (see :func:`set_winograd`).
+    """Whether layers that qualify may run Winograd's algorithms (see :func:`set_winograd`).
 
     Returns
     -------

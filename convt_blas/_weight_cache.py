@@ -1,7 +1,8 @@
 """The forms of a weight that a layer, a stream or a Dask graph keeps between calls.
 
-The :term:`prepared weight` (the weight transformed for F(3,2)) spares each
-call the transform and lets shorter inputs take F(3,2); the :term:`weight
+The :term:`prepared weight` (the weight transformed for Winograd) spares each
+call the transform and lets shorter inputs take F(3,2), and is what F(4,3) and
+F(3,4) run on; the :term:`weight
 rows` (the weight laid out as the GEMM path reads it fastest) speed up the
 GEMMs. Both give the same bits as making them in the call.
 
@@ -24,7 +25,7 @@ class WeightCache:
     Attributes
     ----------
     prepared : tuple or None
-        ``(weight, prepared weight)`` from the last call that took F(3,2).
+        ``(weight, prepared weight)`` from the last call that took Winograd.
     rows : tuple or None
         ``(weight, weight rows)`` from the last call on the GEMM path that reads
         them; ``(weight, None)`` after the weight's first such call.
@@ -61,7 +62,7 @@ class WeightCache:
 
     def prepared_weight(self, weight, params, kernel_weight, n_threads):
         """``weight``'s prepared weight, made from ``kernel_weight`` (the weight as the
-        kernels read it) unless kept. Called only by calls that take F(3,2), which
+        kernels read it) unless kept. Called only by calls that take Winograd, which
         read the Winograd switch on."""
         held = self.prepared
         if held is not None and held[0] is weight:

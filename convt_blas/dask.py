@@ -47,7 +47,7 @@ def _block_part(x_block, weight, prepared, stride, groups, dilation):
 
 
 def _prepare(weight, params):
-    """The graph's prepared weight, once (None if the layer never takes F(3,2))."""
+    """The graph's prepared weight, once (None if the layer never takes Winograd)."""
     return kernels.prepare_weight(params, weight)
 
 
@@ -155,7 +155,7 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     layer = {weight_key: w, bias_key: b, prepared_key: None}
     unpadded = (1, spec.in_channels, max(lengths), spec.out_channels, spec.kernel_size, s, 0, 0,
                 spec.dilation, spec.groups)
-    # Blocks that take F(3,2) share one prepared weight (as ConvTranspose1d keeps
+    # Blocks that take Winograd share one prepared weight (as ConvTranspose1d keeps
     # it): made once per compute if the longest block takes it.
     _threads.configure_blas()  # whether it does depends on the BLAS found
     if kernels.takes_prepared_weight(unpadded):

@@ -130,7 +130,10 @@ class ConvTranspose1d:
     call of 128 or more input positions: twice the weight's memory, which
     spares later calls the transform and lets inputs from 128 positions on
     take F(3,2) (512 for :func:`convt_blas.conv_transpose1d`, or 256 for
-    weights of at most 2**21 elements per group). From the second call on
+    weights of at most 2**21 elements per group); with ``kernel_size`` 3 or 4
+    times ``stride`` and 256 channels per group on both GEMM sides, from 256
+    positions (160 from 1024 input channels) on, for F(4,3) or F(3,4), which
+    the function never takes (:ref:`winograd-forms`). From the second call on
     the :term:`GEMM path`, a layer keeps its :term:`weight rows` (the weight
     laid out as the GEMMs read it fastest, ``C_in/groups`` long): once the
     weight's memory, 6-16% faster on the benchmark's short deep inputs, and
@@ -138,7 +141,7 @@ class ConvTranspose1d:
     small-matrix kernels, as in a streaming chunk of a few positions, keep
     the weight itself). A new weight drops both; ``keep_weight_cache =
     False`` turns them off. Results equal the function's within rounding;
-    bitwise where the function takes F(3,2) too, and on the GEMM path.
+    bitwise where the function takes the same path (F(3,2) or the GEMM path).
     Calls from several threads are safe: each reads weight and bias as one
     pair, and the cache is keyed by the weight array.
 

@@ -36,7 +36,8 @@ class ConvTranspose1dStream:
     unless padding exceeds the overlap). Layers that qualify for Winograd's
     F(3,2) keep their :term:`prepared weight`, as ``ConvTranspose1d`` does,
     from the first chunk of 128 or more samples on (twice the weight's
-    memory): such chunks take F(3,2). A stream holds one signal: a call
+    memory): such chunks take F(3,2); likewise F(4,3) and F(3,4) from their
+    thresholds (:ref:`winograd-forms`). A stream holds one signal: a call
     while another thread is inside one raises RuntimeError. An error leaves
     the stream as it was.
 
@@ -87,7 +88,7 @@ class ConvTranspose1dStream:
         # The output ends at T*stride + end_offset after T input samples.
         self._end_offset = self.overlap - spec.padding + spec.output_padding
         self._checked_shape = None  # last chunk shape found valid, length aside
-        # The prepared weight, once a chunk takes F(3,2); chunks of a few positions, the
+        # The prepared weight, once a chunk takes Winograd; chunks of a few positions, the
         # stream's usual ones, gain little from weight rows.
         self._weight_cache = WeightCache(keeps_rows=False)
         self._busy = threading.Lock()  # held by the thread inside push or flush

@@ -139,18 +139,22 @@ CONVT_BLAS_KERNEL_TYPE(convt_blas_kernel_c128, CONVT_BLAS_COMPLEX128);
 #undef CONVT_BLAS_KERNEL_TYPE
 
 /*
- * A weight kept transformed for Winograd's F(3,2) (API version 2), as
+ * A weight kept transformed for Winograd's algorithms (API version 2), as
  * convt_blas.nn.ConvTranspose1d keeps it: for layers with kernel_size ==
  * 2*stride, dilation 1, C_in/groups >= 64 and C_out/groups*stride >= 64.
  * Calls that pass it skip transforming the weight and take F(3,2) from 128
  * input positions on (512 without it, or 256 for weights of at most 2^21
- * elements per group); results equal the plain kernel's within float
- * rounding, bitwise where it takes F(3,2) too, and, like its, do not
- * depend on n_threads or the split of the batch.
+ * elements per group). Layers with kernel_size == 3*stride or 4*stride,
+ * C_in/groups >= 256 and C_out/groups*stride >= 256 take F(4,3) or F(3,4)
+ * with it only, from 256 input positions on (160 from C_in/groups >= 1024).
+ * Results equal the plain kernel's within float rounding, bitwise where it
+ * takes the same path, and, like its, do not depend on n_threads or the
+ * split of the batch.
  *
  * prepare_weight_T(p, weight, prepared, prepared_len, n_threads) fills
- * prepared (prepared_len == prepared_weight_length(p) elements, twice the
- * weight's) from weight; CONVT_BLAS_ERR_BAD_SHAPE if the layer does not
+ * prepared (prepared_len == prepared_weight_length(p) elements: twice the
+ * weight's, 1.5 times for kernel_size == 4*stride) from weight;
+ * CONVT_BLAS_ERR_BAD_SHAPE if the layer does not
  * qualify, CONVT_BLAS_ERR_BAD_PREPARED for another length.
  *
  * conv_transpose1d_prepared_T takes the plain kernel's arguments plus
@@ -252,7 +256,7 @@ typedef struct convt_blas_api {
     convt_blas_kernel_f64 conv_transpose1d_f64;
     convt_blas_kernel_c64 conv_transpose1d_c64;
     convt_blas_kernel_c128 conv_transpose1d_c128;
-    /* API version 2: a weight kept transformed for F(3,2) (see above). */
+    /* API version 2: a weight kept transformed for Winograd (see above). */
     /* Elements of the transformed weight; 0 if the layer does not qualify
      * (or Winograd is off), -1 for a NULL or invalid p. Batch and in_length
      * are not read. */

@@ -13,7 +13,8 @@ def _set_depthwise_by_channels(bint enabled):
 
 
 def set_winograd(bint enabled):
-    """Whether layers with K == 2*stride may take Winograd's F(3,2) (see _make_plan)."""
+    """Whether layers with K == r*stride (r = 2, 3, 4) may take Winograd's F(3,2), F(4,3)
+    or F(3,4) (see _make_plan)."""
     global WINOGRAD_ENABLED
     WINOGRAD_ENABLED = enabled
 
@@ -44,6 +45,30 @@ def _set_winograd_max_input(int64_t channels):
     previous = WINOGRAD_MAX_INPUT
     WINOGRAD_MAX_INPUT = channels
     return previous
+
+
+def _set_form_rule(int64_t min_side, int64_t min_length, int64_t min_units):
+    """Set FORM_MIN_SIDE, FORM_MIN_LENGTH and FORM_MIN_UNITS (when F(4,3) and F(3,4) are
+    taken, and their cut); returns the previous three. For tests and tuning."""
+    global FORM_MIN_SIDE, FORM_MIN_LENGTH, FORM_MIN_UNITS
+    previous = (FORM_MIN_SIDE, FORM_MIN_LENGTH, FORM_MIN_UNITS)
+    FORM_MIN_SIDE, FORM_MIN_LENGTH, FORM_MIN_UNITS = min_side, min_length, min_units
+    return previous
+
+
+def _form_matrices(int taps):
+    """F(m, r)'s (AT, G, BT) for r = ``taps`` (3 or 4), as the kernels apply them: for
+    tests (see _make_form)."""
+    cdef const WinogradForm* form
+    cdef int n = FORM_COMPONENTS
+    if taps not in (3, 4):
+        raise ValueError(f"no form for r = {taps}")
+    form = _winograd_form(taps)
+    at = np.array([[form.at[i * n + k] for k in range(n)] for i in range(form.span)])
+    g = np.array([[form.inverse[k] * form.power[k * taps + j] for j in range(taps)]
+                  for k in range(n)])
+    bt = np.array([[form.bt[k * n + j] for j in range(n)] for k in range(n)])
+    return at, g, bt
 
 
 def winograd_enabled():
@@ -227,13 +252,13 @@ def raise_for_status(int status):
 
 
 def prepare_weight(tuple shape, cnp.ndarray weight, int n_threads=1, winograd=None):
-    """The weight transformed for F(3,2), for run's ``prepared``; None if the layer never takes it.
+    """The weight transformed for Winograd, for run's ``prepared``; None if the layer never takes it.
 
     ``shape`` as in plan_sizes (batch and length are not used); ``winograd``: the
     switch as the call read it (None: as set now); ``weight``:
     C-contiguous (C_in, C_out/g, K) of a supported dtype. Per group, the
-    four matrices of _winograd_weights over all of the group's channels,
-    (C_in/g, C_out/g * stride) each: twice the weight's size.
+    alpha matrices of _winograd_weights over all of the group's channels,
+    (C_in/g, C_out/g * stride) each: alpha/r times the weight's size.
     """
     cdef convt_blas_params p
     cdef int64_t length
@@ -251,7 +276,8 @@ def prepare_weight(tuple shape, cnp.ndarray weight, int n_threads=1, winograd=No
         raise_for_status(CONVT_BLAS_ERR_BAD_SHAPE)
     if length == 0:
         return None
-    if (cnp.PyArray_SIZE(weight) != length / 2 or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
+    if (cnp.PyArray_SIZE(weight) != p.in_channels * (p.out_channels / p.groups) * p.kernel_size
+            or not cnp.PyArray_IS_C_CONTIGUOUS(weight)):
         raise ValueError("prepare_weight: the weight does not match the shape")
     prepared = cnp.PyArray_EMPTY(1, [length], type_num, 0)
     dst = cnp.PyArray_DATA(prepared)

@@ -151,6 +151,112 @@ static inline int convt_blas_combine_s4k_f32(const float *p0, ptrdiff_t step, pt
     return _mm_movemask_ps(not_finite);
 }
 
+/* The nonzero entries of each of the ``rows`` rows of a rows x 6 matrix (row-major),
+ * in order: terms[i] of them, their columns at index[6i + q] and their values
+ * broadcast at coef[6i + q]. */
+static inline void convt_blas_form_terms_f32(const float *matrix, int rows, int *terms,
+                                             int *index, __m128 *coef)
+{
+    int i, k;
+    for (i = 0; i < rows; i++) {
+        terms[i] = 0;
+        for (k = 0; k < 6; k++)
+            if (matrix[6 * i + k] != 0.0f) {
+                index[6 * i + terms[i]] = k;
+                coef[6 * i + terms[i]] = _mm_set1_ps(matrix[6 * i + k]);
+                terms[i]++;
+            }
+    }
+}
+
+/* F(m, r)'s input transform (six components) of spans [0, spans) for channels
+ * [0, count), count a multiple of 4, of input rows sx_c apart with unit
+ * stride along positions. x points at position m t - (r - 1) of channel 0 for
+ * the first span; eight positions from there readable for every span. With
+ * d_l that position plus l, component k is the sum over l of bt[6k + l] d_l,
+ * zero entries skipped, the first term alone, in order of l: the scalar
+ * loop's operations (_form_span), so the same bits. Stores components
+ * first..first+n_components-1 at v[t ld + i], v[step + t ld + i], ... */
+static inline void convt_blas_form_inputs_f32(const float *x, ptrdiff_t sx_c, ptrdiff_t count,
+                                              ptrdiff_t spans, ptrdiff_t m, const float *bt,
+                                              int first, int n_components, float *v,
+                                              ptrdiff_t ld, ptrdiff_t step)
+{
+    int terms[6], index[36], k, q;
+    __m128 coef[36], d[8];
+    ptrdiff_t i, t;
+    convt_blas_form_terms_f32(bt, 6, terms, index, coef);
+    for (t = 0; t < spans; t++)
+        for (i = 0; i < count; i += 4) {
+            const float *row = x + m * t + i * sx_c;
+            d[0] = _mm_loadu_ps(row); d[1] = _mm_loadu_ps(row + sx_c);
+            d[2] = _mm_loadu_ps(row + 2 * sx_c); d[3] = _mm_loadu_ps(row + 3 * sx_c);
+            _MM_TRANSPOSE4_PS(d[0], d[1], d[2], d[3]);
+            d[4] = _mm_loadu_ps(row + 4); d[5] = _mm_loadu_ps(row + sx_c + 4);
+            d[6] = _mm_loadu_ps(row + 2 * sx_c + 4); d[7] = _mm_loadu_ps(row + 3 * sx_c + 4);
+            _MM_TRANSPOSE4_PS(d[4], d[5], d[6], d[7]);
+            for (k = first; k < first + n_components; k++) {
+                __m128 acc = _mm_mul_ps(coef[6 * k], d[index[6 * k]]);
+                for (q = 1; q < terms[k]; q++)
+                    acc = _mm_add_ps(acc, _mm_mul_ps(coef[6 * k + q], d[index[6 * k + q]]));
+                _mm_storeu_ps(v + (k - first) * step + t * ld + i, acc);
+            }
+        }
+}
+
+/* F(m, r)'s outputs at stride 1 (m = 3 or 4, six products) for channels
+ * [0, count), a multiple of 4, spans [0, spans) inside the output. p0: P0's
+ * row of the first span, channels side by side, rows ``rows`` apart, P1..P5
+ * ``step`` apart; dst: channel 0's first output of that span, channels
+ * out_step apart; bias: count values or NULL. Output i of a span is bias (or
+ * 0) plus at[6i + k] P_k over the nonzero at, in order of k: the scalar loop's
+ * operations (_form_outputs), so the same bits. Returns nonzero if a value
+ * stored is not finite. */
+static inline int convt_blas_form_outputs_s1_f32(const float *p0, ptrdiff_t step,
+                                                 ptrdiff_t rows, ptrdiff_t count,
+                                                 ptrdiff_t spans, ptrdiff_t m, const float *at,
+                                                 const float *bias, float *dst,
+                                                 ptrdiff_t out_step)
+{
+    const __m128 zero = _mm_setzero_ps();
+    __m128 not_finite = zero, coef[24], y[4];
+    int terms[4], index[24], i, q;
+    ptrdiff_t c, t;
+    convt_blas_form_terms_f32(at, (int)m, terms, index, coef);
+    for (c = 0; c < count; c += 4) {
+        const __m128 b = bias ? _mm_loadu_ps(bias + c) : zero;
+        float *d0 = dst + c * out_step, *d1 = d0 + out_step, *d2 = d1 + out_step,
+              *d3 = d2 + out_step;
+        for (t = 0; t < spans; t++) {
+            const float *p = p0 + t * rows + c;
+            y[3] = zero;
+            for (i = 0; i < m; i++) {
+                __m128 acc = b;
+                for (q = 0; q < terms[i]; q++)
+                    acc = _mm_add_ps(acc, _mm_mul_ps(coef[6 * i + q],
+                                                     _mm_loadu_ps(p + index[6 * i + q] * step)));
+                not_finite = _mm_or_ps(not_finite, _mm_cmpneq_ps(_mm_sub_ps(acc, acc), zero));
+                y[i] = acc;
+            }
+            _MM_TRANSPOSE4_PS(y[0], y[1], y[2], y[3]);
+            if (m == 4) {
+                _mm_storeu_ps(d0 + 4 * t, y[0]); _mm_storeu_ps(d1 + 4 * t, y[1]);
+                _mm_storeu_ps(d2 + 4 * t, y[2]); _mm_storeu_ps(d3 + 4 * t, y[3]);
+            } else {
+                _mm_storel_pi((__m64 *)(d0 + 3 * t), y[0]);
+                _mm_store_ss(d0 + 3 * t + 2, _mm_movehl_ps(y[0], y[0]));
+                _mm_storel_pi((__m64 *)(d1 + 3 * t), y[1]);
+                _mm_store_ss(d1 + 3 * t + 2, _mm_movehl_ps(y[1], y[1]));
+                _mm_storel_pi((__m64 *)(d2 + 3 * t), y[2]);
+                _mm_store_ss(d2 + 3 * t + 2, _mm_movehl_ps(y[2], y[2]));
+                _mm_storel_pi((__m64 *)(d3 + 3 * t), y[3]);
+                _mm_store_ss(d3 + 3 * t + 2, _mm_movehl_ps(y[3], y[3]));
+            }
+        }
+    }
+    return _mm_movemask_ps(not_finite);
+}
+
 /* A depthwise unit's outputs of one phase that have exactly two taps, four
  * channels at a time: acc[i out_step + c] = (b[c] + tap_a[c] x[i + 1][c])
  * + tap_b[c] x[i][c] for i in [0, count), c in [0, channels) (a multiple of
@@ -239,6 +345,26 @@ static inline int convt_blas_combine_s4k_f32(const float *p0, ptrdiff_t step, pt
 {
     (void)p0; (void)step; (void)rows; (void)count; (void)s; (void)b; (void)has_bias;
     (void)dst;
+    return 0;
+}  /* never called: 0 lanes */
+
+static inline void convt_blas_form_inputs_f32(const float *x, ptrdiff_t sx_c, ptrdiff_t count,
+                                              ptrdiff_t spans, ptrdiff_t m, const float *bt,
+                                              int first, int n_components, float *v,
+                                              ptrdiff_t ld, ptrdiff_t step)
+{
+    (void)x; (void)sx_c; (void)count; (void)spans; (void)m; (void)bt; (void)first;
+    (void)n_components; (void)v; (void)ld; (void)step;
+}  /* never called: 0 lanes */
+
+static inline int convt_blas_form_outputs_s1_f32(const float *p0, ptrdiff_t step,
+                                                 ptrdiff_t rows, ptrdiff_t count,
+                                                 ptrdiff_t spans, ptrdiff_t m, const float *at,
+                                                 const float *bias, float *dst,
+                                                 ptrdiff_t out_step)
+{
+    (void)p0; (void)step; (void)rows; (void)count; (void)spans; (void)m; (void)at;
+    (void)bias; (void)dst; (void)out_step;
     return 0;
 }  /* never called: 0 lanes */
 

@@ -31,6 +31,7 @@ from cython.parallel cimport prange, threadid
 from scipy.linalg.cython_blas cimport sgemm, dgemm, cgemm, zgemm, sgemv, dgemv, cgemv, zgemv
 
 cimport numpy as cnp
+import numpy as np
 
 cnp.import_array()
 
@@ -60,17 +61,27 @@ cdef extern from "convt_blas_simd.h":
     int convt_blas_combine_s4k_f32(const float* p0, int64_t step, int64_t rows,
                                    int64_t count, int64_t s, float b, int has_bias,
                                    float* dst) noexcept nogil
+    void convt_blas_form_inputs_f32(const float* x, int64_t sx_c, int64_t count,
+                                    int64_t spans, int64_t m, const float* bt, int first,
+                                    int n_components, float* v, int64_t ld,
+                                    int64_t step) noexcept nogil
+    int convt_blas_form_outputs_s1_f32(const float* p0, int64_t step, int64_t rows,
+                                       int64_t count, int64_t spans, int64_t m,
+                                       const float* at, const float* bias, float* dst,
+                                       int64_t out_step) noexcept nogil
     void convt_blas_depthwise_two_taps_f32(const float* x, int64_t width, const float* tap_a,
                                            const float* tap_b, const float* bias,
                                            int64_t channels, int64_t count, int64_t out_step,
                                            float* acc) noexcept nogil
 
 include "plan.pxi"
+include "winograd_plan.pxi"
 include "sizes.pxi"
 include "blas.pxi"
 include "col2im.pxi"
 include "gemm_path.pxi"
 include "depthwise.pxi"
+include "winograd_forms.pxi"
 include "winograd.pxi"
 include "backward.pxi"
 

@@ -56,73 +56,6 @@ cdef bint BLAS_SMALL_MATRIX_KERNELS = False
 # merged results differed from one element at a time in 125 of 241 float64
 # and 3 of 198 float32 layers; with whole tiles, in none of 483.
 cdef int64_t MERGED_ROW_TILE = 16
-# Layers with K == 2*stride (no dilation) run Winograd's F(3,2) (see
-# _run_winograd_unit: four GEMMs for every three output strides instead of
-# six) when the input is at least WINOGRAD_MIN_LENGTH long and both GEMM
-# sides, C_in/g and C_out/g * stride, are at least WINOGRAD_MIN_SIDE.
-# Measured on the benchmark's layers: transforming the weight costs more
-# per call than a few hundred input positions save (L_in 250 with a 64 MiB
-# weight: 3-10% slower, L_in 75-100: 8-49% slower), while from 64 channels
-# and 512 positions on every layer is faster (64 -> 32, K = 4: 7-18%).
-# Groups whose weight has at most WINOGRAD_SMALL_WEIGHT elements take it
-# from WINOGRAD_SMALL_WEIGHT_MIN_LENGTH: at 256 positions, 64 -> 32 to
-# 512 -> 256 (K = 16) and 1024 -> 256 (K = 8) 3-29% faster at 1 and 2
-# threads, while larger weights were mixed there (768 -> 384, K = 16: 5%
-# faster at 1 thread, 11% slower at 2; 1536 -> 768: 2% slower), and at
-# 192 positions small ones too (512 -> 256: 8% faster or 27% slower).
-# Settable from Python (convt_blas.set_winograd).
-cdef int64_t WINOGRAD_MIN_LENGTH = 512
-cdef int64_t WINOGRAD_SMALL_WEIGHT = 1 << 21
-cdef int64_t WINOGRAD_SMALL_WEIGHT_MIN_LENGTH = 256
-cdef int64_t WINOGRAD_MIN_SIDE = 64
-# With a prepared weight, groups with WINOGRAD_MAX_INPUT input channels or
-# more take F(3,2) from WINOGRAD_PREPARED_DEEP_MIN_LENGTH positions: below,
-# packing four transformed matrices (twice the weight) costs more than F(3,2)
-# saves against the GEMM path reading the weight rows. Measured on the zoo's
-# layers with K = 2*stride (bench/zoo.py), in-process, 1 / 2 threads, F(3,2)
-# over the GEMM path with weight rows: from 384 channels, 13% / 13% slower at
-# 150 positions, 11% slower / 2% faster at 200, 6% / 4% slower at 240,
-# 7-19% faster from 250 on (9 layers); below 384 channels 7-27% faster from
-# 600 positions on.
-cdef int64_t WINOGRAD_MAX_INPUT = 384
-cdef int64_t WINOGRAD_PREPARED_DEEP_MIN_LENGTH = 250
-# With the weight transformed beforehand (prepare_weight, held by
-# convt_blas.nn.ConvTranspose1d) only the input is transformed per call.
-# Then BLAS packing twice the weight's size for four GEMMs (once for the GEMM
-# path's one) sets the break-even: measured at N = 1, from 128 positions
-# every benchmark layer gains or ties (2048 -> 1024, K = 8: 2% slower at
-# 128, 7% faster at 192, 14% at 256; 512 -> 256, K = 16: 7% slower at 100,
-# 10% faster at 128).
-cdef int64_t WINOGRAD_PREPARED_MIN_LENGTH = 128
-cdef bint WINOGRAD_ENABLED = True
-# Below WINOGRAD_SHALLOW_INPUT input channels per group, F(3,2) tiles hold
-# at most WINOGRAD_SHALLOW_PRODUCTS elements of products (192 KiB of
-# float32): with so short an inner size, storing the outputs from the
-# products costs about as much as the GEMMs, and it runs from cache only
-# if they are still there. Measured at 1 and 2 threads: the 64-channel
-# benchmark layers (K = 4) 18-24% faster, as were 64 -> 64, 64 -> 128 and
-# 80 -> 40; 96 and 112 channels gained nothing, and tiles that small made
-# the deep layers up to 45% slower (BLAS repacks the weight for every tile).
-cdef int64_t WINOGRAD_SHALLOW_INPUT = 96
-cdef int64_t WINOGRAD_SHALLOW_PRODUCTS = 49152
-# A worker's F(3,2) workspace, in elements (4 MiB of float32, what the GEMM
-# path's deep layers may use). Plans whose four transformed weight blocks
-# and input tiles do not fit it transform one component at a time, with
-# GEMM sides halved as needed (see _plan_winograd). Measured against
-# holding all four (up to 15.8 MiB per worker) on the deep benchmark
-# layers: the function from 6% faster to 3% slower, the layer up to 7%
-# slower (Demucs 1024 -> 512: each component reads the weight block and
-# input tile again, which costs more when other work loads the memory).
-cdef int64_t WINOGRAD_WORKSPACE = 1 << 20
-# Blocks of F(3,2)'s input transform (see _winograd_inputs).
-cdef int64_t WINOGRAD_INPUT_TRIPLES = 192
-cdef int64_t WINOGRAD_INPUT_CHANNELS = 8
-# F(3,2)'s transformed weights are laid out as their rows, (C_out/g * s, C_in/g)
-# per component: BLAS packs them faster than (C_in/g, C_out/g * s) (the GEMM
-# alone: 5-23% faster at 256-1024 input channels, 61% at 2048). A unit that
-# transforms its weight block as rows (small GEMMs, see _run_winograd_unit)
-# does so this many input channels at a time, then transposes them.
-cdef int64_t WINOGRAD_ROWS_CHUNK = 4
 
 
 cdef struct Plan:
@@ -146,13 +79,17 @@ cdef struct Plan:
     int64_t copy_elements      # one worker's copy of its input (merged or input_rows), or a vector
     int64_t tail_elements      # one-tile position-major: a block's last rows of weight (_tail_weight)
     int64_t worker_elements    # workspace per worker: columns, input copy, phase rows
-    bint winograd              # F(3,2) over triples of output strides; see _run_winograd_unit
-    int64_t triple_first       # winograd: first triple t (outputs 3ts - padding ...)
-    int64_t triple_count       # winograd: triples of the whole output
-    int64_t tile_triples       # winograd: triples per unit (per sample)
+    bint winograd              # F(m, r) over spans of m output strides; see _run_winograd_unit
+    int64_t taps               # winograd: r = K / stride, taps per phase
+    int64_t span               # winograd: m, output strides per span (3, or 4 for r = 3)
+    int64_t components         # winograd: alpha = m + r - 1 products per span
+    int64_t span_first         # winograd: first span t (outputs m t s - padding ...)
+    int64_t span_count         # winograd: spans of the whole output
+    int64_t tile_spans         # winograd: spans per unit (per sample)
+    int64_t block_rows         # winograd: GEMM rows per unit (F(3,2): block_channels * s)
     bint tile_major            # winograd: units in (tile, block) order, else (block, tile)
     bint prepared_weights      # winograd: weights come transformed (prepare_weight)
-    int64_t pass_components    # winograd: components transformed at a time, 4 (held) or 1
+    int64_t pass_components    # winograd: components transformed at a time, all (held) or 1
     int64_t row_block          # > 0: shared columns, GEMM rows per unit (_run_shared_columns)
     int64_t n_row_blocks       # shared columns: GEMM units per stage (element, group, tile)
     int64_t shared_elements    # shared columns: the column buffer all workers share
@@ -223,13 +160,6 @@ cdef inline double _imbalance(double units) noexcept nogil:
 cdef int _make_plan(const convt_blas_params* p, Plan* plan) noexcept nogil:
     """Validate ``p`` and cut the work into units (never by the thread count)."""
     return _make_plan_with(p, plan, WINOGRAD_ENABLED, False)
-
-
-cdef inline bint _winograd_shape(const convt_blas_params* p) noexcept nogil:
-    """Whether the layer's channels and taps qualify for F(3,2), whatever its input length."""
-    return (p.dilation == 1 and p.kernel_size == 2 * p.stride
-            and p.in_channels / p.groups >= WINOGRAD_MIN_SIDE
-            and p.out_channels / p.groups * p.stride >= WINOGRAD_MIN_SIDE)
 
 
 cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
@@ -402,16 +332,17 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
         plan.n_units = p.batch * plan.units_per_sample
         # The unit's input, outputs and taps, position-major.
         plan.worker_elements = plan.groups_per_unit * (plan.max_columns + plan.tile + K)
-    plan.triple_first = plan.triple_count = plan.tile_triples = plan.tile_major = 0
-    plan.pass_components = 0
+    plan.span_first = plan.span_count = plan.tile_spans = plan.tile_major = 0
+    plan.taps = plan.span = plan.components = plan.pass_components = plan.block_rows = 0
     plan.row_block = plan.n_row_blocks = plan.shared_elements = 0
     plan.winograd = winograd_allowed and _winograd_shape(p)
     plan.prepared_weights = plan.winograd and prepared_weights
-    plan.winograd = plan.winograd and p.in_length >= (
-        (WINOGRAD_PREPARED_MIN_LENGTH if c_in_g < WINOGRAD_MAX_INPUT
-         else WINOGRAD_PREPARED_DEEP_MIN_LENGTH) if plan.prepared_weights
-        else WINOGRAD_SMALL_WEIGHT_MIN_LENGTH if c_in_g * c_out_g * K <= WINOGRAD_SMALL_WEIGHT
-        else WINOGRAD_MIN_LENGTH)
+    if plan.winograd:  # the form, which sizes a prepared weight at any length
+        plan.taps = K / p.stride
+        plan.span = _winograd_span(plan.taps)
+        plan.components = plan.span + plan.taps - 1
+    plan.winograd = plan.winograd and p.in_length >= _winograd_min_length(
+        p, c_in_g, c_out_g, plan.prepared_weights)
     if plan.winograd:
         return _plan_winograd(p, plan)
     if not plan.direct_taps and not plan.depthwise and shared_cost < best_cost:
@@ -487,88 +418,4 @@ cdef int _plan_shared_columns(const convt_blas_params* p, Plan* plan, int64_t ti
     if _mul_overflows(plan.units_per_sample, p.batch):
         return CONVT_BLAS_ERR_OVERFLOW
     plan.n_units = p.batch * plan.units_per_sample
-    return CONVT_BLAS_OK
-
-
-cdef int _plan_winograd(const convt_blas_params* p, Plan* plan) noexcept nogil:
-    """Recut a GEMM plan into whole triples of output strides (see _run_winograd_unit).
-
-    Each GEMM has half the rows of a GEMM-path unit's (stride, not K, rows
-    per channel), so channel blocks hold twice the channels; tiles are as
-    many as the GEMM plan's. The cut depends on the input length and
-    channels only, never on the batch or the thread count, so results keep
-    their bits for any split of either.
-    """
-    cdef int64_t s = p.stride, c_in_g = plan.c_in_g, rows, columns, sample_groups
-    cdef int64_t u_first = p.padding / s  # first stride u whose outputs u*s + r - padding reach 0
-    cdef int64_t u_end = _ceil_div(plan.out_length + p.padding, s)
-    cdef double weight_work, input_work
-    plan.triple_first = u_first / 3
-    plan.triple_count = _ceil_div(u_end, 3) - plan.triple_first
-    plan.block_channels = _min(plan.c_out_g, 2 * plan.block_channels)
-    plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)
-    plan.block_channels = _ceil_div(plan.c_out_g, plan.n_blocks)
-    plan.tile_triples = _ceil_div(plan.triple_count, _min(plan.n_tiles, plan.triple_count))
-    rows = plan.block_channels * s
-    if c_in_g < WINOGRAD_SHALLOW_INPUT:  # a unit's products stay in cache (see above)
-        plan.tile_triples = _min(plan.tile_triples,
-                                 _max(16, WINOGRAD_SHALLOW_PRODUCTS / (4 * rows)))
-        plan.tile_triples = _ceil_div(plan.triple_count,
-                                      _ceil_div(plan.triple_count, plan.tile_triples))
-    plan.n_tiles = _ceil_div(plan.triple_count, plan.tile_triples)
-    # Fit the worker's workspace in WINOGRAD_WORKSPACE: all four components
-    # at a time if they fit, else one, and then halve the longer GEMM side
-    # (rows, or triples: whichever adds less to read again) while it stays
-    # at least WINOGRAD_MIN_SIDE.
-    plan.samples_per_unit = 1
-    plan.pass_components = 4
-    if _winograd_elements(plan, s) > WINOGRAD_WORKSPACE:
-        plan.pass_components = 1
-    while _winograd_elements(plan, s) > WINOGRAD_WORKSPACE:
-        # (A block of one channel is as small as blocks get: halving it again
-        # would loop forever.)
-        if (plan.block_channels * s >= plan.tile_triples and plan.block_channels > 1
-                and plan.block_channels * s >= 2 * WINOGRAD_MIN_SIDE):
-            plan.block_channels = _ceil_div(plan.c_out_g, _min(plan.c_out_g, 2 * plan.n_blocks))
-            plan.n_blocks = _ceil_div(plan.c_out_g, plan.block_channels)
-        elif plan.tile_triples >= 2 * WINOGRAD_MIN_SIDE:
-            plan.tile_triples = _ceil_div(plan.triple_count,
-                                          _min(plan.triple_count, 2 * plan.n_tiles))
-            plan.n_tiles = _ceil_div(plan.triple_count, plan.tile_triples)
-        else:
-            break
-    rows = plan.block_channels * s
-    # Short inputs: several batch elements share each GEMM, as in _make_plan,
-    # when one element alone is past BLAS's small-matrix kernels, as many as
-    # the workspace holds.
-    if plan.n_tiles == 1 and p.batch > 1:
-        plan.samples_per_unit = _samples_sharing_gemm(
-            p.batch, 4.0 / 3.0 * plan.triple_count * _max(rows, c_in_g),
-            _winograd_samples_fitting(plan, s),
-            plan.triple_count, rows, _last_block_channels(plan) * s, c_in_g)
-    columns = plan.samples_per_unit * plan.tile_triples
-    if (columns > INT_MAX or rows > INT_MAX or _mul_overflows(columns, rows + c_in_g)
-            or _mul_overflows(c_in_g, rows) or columns * (rows + c_in_g) > INT64_MAX / 16
-            or c_in_g * rows > INT64_MAX / 16):
-        return CONVT_BLAS_ERR_OVERFLOW
-    plan.units_per_sample = p.groups * plan.n_blocks * plan.n_tiles
-    if _mul_overflows(plan.units_per_sample, p.batch):
-        return CONVT_BLAS_ERR_OVERFLOW
-    sample_groups = _ceil_div(p.batch, plan.samples_per_unit)
-    plan.n_units = sample_groups * plan.units_per_sample
-    # Consecutive units share one operand, which a worker transforming all
-    # four components keeps (else it comes from cache): the input tile
-    # (tile-major order: blocks innermost) or the weight block (block-major:
-    # tiles innermost). Tile-major when redoing the weight for every unit
-    # costs no more than redoing the input.
-    weight_work = <double>c_in_g * plan.c_out_g * s * sample_groups * plan.n_tiles
-    input_work = <double>c_in_g * plan.triple_count * p.batch * plan.n_blocks
-    if plan.prepared_weights:
-        weight_work = 0
-    plan.tile_major = weight_work <= input_work
-    # At least the GEMM plan's workspace, which batch elements whose result
-    # is not finite fall back to (_redo_non_finite_samples).
-    plan.worker_elements = _max(plan.worker_elements, <int64_t>_winograd_elements(plan, s))
-    plan.column_elements = 0
-    plan.copy_elements = plan.tail_elements = 0
     return CONVT_BLAS_OK

@@ -1,14 +1,15 @@
 # Sizes a plan implies: prepared weight, units per element, workspace, workers.
 
 cdef int64_t prepared_weight_length(const convt_blas_params* p) noexcept nogil:
-    """Elements of the layer's weight transformed for F(3,2) (twice the weight's); 0 if
+    """Elements of the layer's weight transformed for Winograd (alpha/r times the
+    weight's: twice for F(3,2) and F(4,3), 1.5 times for F(3,4)); 0 if
     its calls never take it (or Winograd is off), -1 if ``p`` is NULL or invalid.
     The batch and input length are not read."""
     return _prepared_weight_length(p, WINOGRAD_ENABLED)
 
 
 cdef int64_t _prepared_weight_length(const convt_blas_params* p, bint allowed) noexcept nogil:
-    """prepared_weight_length, with F(3,2) ``allowed`` or not."""
+    """prepared_weight_length, with Winograd ``allowed`` or not."""
     cdef convt_blas_params layer
     cdef Plan plan
     if p == NULL or p.padding < 0 or p.padding > (INT64_MAX - 1) / 2:
@@ -22,13 +23,13 @@ cdef int64_t _prepared_weight_length(const convt_blas_params* p, bint allowed) n
 
 
 cdef inline int64_t _prepared_elements(const convt_blas_params* p, const Plan* plan) noexcept nogil:
-    """The transformed weight's length for a plan that takes it (else 0): 4 (C_in, C_out/g * s)."""
-    return 4 * p.in_channels * plan.c_out_g * p.stride if plan.prepared_weights else 0
+    """The transformed weight's length for a plan that takes it (else 0): alpha (C_in, C_out/g * s)."""
+    return plan.components * p.in_channels * plan.c_out_g * p.stride if plan.prepared_weights else 0
 
 
 cdef inline int64_t _weight_block_elements(const Plan* plan, int64_t s) noexcept nogil:
     """One transformed weight matrix in a worker's Winograd workspace (0 if prepared)."""
-    return 0 if plan.prepared_weights else plan.c_in_g * plan.block_channels * s
+    return 0 if plan.prepared_weights else plan.c_in_g * plan.block_rows
 
 
 cdef inline double _winograd_samples_fitting(const Plan* plan, int64_t s) noexcept nogil:
@@ -41,16 +42,16 @@ cdef inline double _winograd_samples_fitting(const Plan* plan, int64_t s) noexce
 
 cdef inline double _winograd_elements(const Plan* plan, int64_t s) noexcept nogil:
     """A worker's Winograd workspace: a pass's weight matrices (unless prepared) and
-    input matrices, four products, and the transform's chunk where a unit may lay
+    input matrices, all components' products, and the transform's chunk where a unit may lay
     its weight out as rows (_winograd_weight_rows). In double: planning compares
     it before the sizes are checked for overflow."""
-    cdef double columns = <double>plan.samples_per_unit * plan.tile_triples
+    cdef double columns = <double>plan.samples_per_unit * plan.tile_spans
     cdef double chunk = 0
     if not plan.prepared_weights and _winograd_weights_as_rows(plan.c_in_g):
-        chunk = <double>plan.pass_components * WINOGRAD_ROWS_CHUNK * plan.block_channels * s
+        chunk = <double>plan.pass_components * WINOGRAD_ROWS_CHUNK * plan.block_rows
     return (plan.pass_components * (<double>_weight_block_elements(plan, s)
                                     + columns * plan.c_in_g)
-            + 4.0 * columns * plan.block_channels * s + chunk)
+            + <double>plan.components * columns * plan.block_rows + chunk)
 
 
 cdef inline int64_t _samples_sharing_gemm(int64_t batch, double sample_elements,

@@ -1,5 +1,6 @@
-# Winograd's F(3,2) for layers with K == 2*stride: four GEMMs for every three output
-# strides instead of six; the weight's transform, per call or prepared once.
+# Winograd's F(m, r) for layers with K == r*stride: F(3,2)'s transforms (four GEMMs
+# for every three output strides instead of six), the units of every form, and
+# the weight's transform, per call or prepared once.
 
 cdef inline void _winograd_weight_row(const scalar_t* src, int64_t n_channels, int64_t s,
                                       int component, scalar_t* dst) noexcept nogil:
@@ -30,8 +31,9 @@ cdef void _winograd_weights(const convt_blas_params* p, int64_t c_out_g,
                             const scalar_t* weight_rows, int64_t n_rows, int64_t n_channels,
                             int64_t ld, int first, int count, int64_t step,
                             scalar_t* weights) noexcept nogil:
-    """``count`` of a block's four F(3,2) matrices (C_in/g, n_channels*s) from ``first`` on:
-    W1, (W0+W1)/2, (W1-W0)/2 and W0 are components 0..3.
+    """``count`` of a block's transformed matrices (C_in/g, n_channels*s) from ``first`` on.
+    For F(3,2), W1, (W0+W1)/2, (W1-W0)/2 and W0 are components 0..3; other
+    forms are _form_weights's.
 
     W0 and W1 are the taps k < s and k >= s: W_j[i, c*s + r] = W_g[i, c, j*s + r].
     Writes ``n_rows`` input channels from ``weight_rows`` on, rows ``ld`` apart,
@@ -42,6 +44,10 @@ cdef void _winograd_weights(const convt_blas_params* p, int64_t c_out_g,
     cdef int component
     cdef const scalar_t* src
     cdef scalar_t* dst
+    if K != 2 * s:
+        _form_weights(p, _winograd_form(K / s), c_out_g, weight_rows, n_rows, n_channels, ld,
+                      first, count, step, weights)
+        return
     for i in range(n_rows):
         src = weight_rows + i * c_out_g * K
         for component in range(first, first + count):
@@ -151,7 +157,7 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
             _winograd_triple(row, sx_l, L, t, first, count, step, v + t * c_in_g)
         for t in range(hi, t1):
             _winograd_triple(row, sx_l, L, t, first, count, step, v + t * c_in_g)
-    # Interior triples in blocks of WINOGRAD_INPUT_TRIPLES triples by
+    # Interior triples in blocks of WINOGRAD_INPUT_SPANS triples by
     # WINOGRAD_INPUT_CHANNELS channels, position by position within a block:
     # the block's input rows stay in cache (rows a multiple of 4 KiB apart
     # share a few cache sets) and so do the rows it stores.
@@ -160,9 +166,9 @@ cdef void _winograd_inputs(const convt_blas_params* p, const scalar_t* x_sample,
     if scalar_t is float:
         if CONVT_BLAS_SIMD_LANES == 4 and sx_l == 1:
             vector_channels = c_in_g - c_in_g % 4
-    for triple_block in range(_ceil_div(hi - lo, WINOGRAD_INPUT_TRIPLES)):
-        ta = lo + triple_block * WINOGRAD_INPUT_TRIPLES
-        tb = _min(hi, ta + WINOGRAD_INPUT_TRIPLES)
+    for triple_block in range(_ceil_div(hi - lo, WINOGRAD_INPUT_SPANS)):
+        ta = lo + triple_block * WINOGRAD_INPUT_SPANS
+        tb = _min(hi, ta + WINOGRAD_INPUT_SPANS)
         for block in range(_ceil_div(c_in_g, WINOGRAD_INPUT_CHANNELS)):
             i0 = block * WINOGRAD_INPUT_CHANNELS
             i1 = _min(c_in_g, i0 + WINOGRAD_INPUT_CHANNELS)
@@ -335,32 +341,36 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
                             const scalar_t* w, const scalar_t* prepared,
                             const scalar_t* bias, scalar_t* out,
                             scalar_t* worker, int64_t* held) noexcept nogil:
-    """Winograd's F(3,2) for channels [co0, co0 + n_channels), triples [t0, t1), a few samples.
+    """Winograd's F(m, r) for channels [co0, co0 + n_channels), spans [t0, t1), a few samples.
 
-    With K = 2s and no dilation, output u*s + r - padding (r < s) of channel
-    c is Z[u] = W0 x[u] + W1 x[u-1], W_j the (C_out, C_in) taps j*s + r. Three
+    With K = r*s and no dilation, output u*s + ph - padding (ph < s) of
+    channel c is Z[u] = sum_j W_j x[u - j], W_j the (C_out, C_in) taps j*s + ph:
+    an r-tap convolution along the strides, one per phase, which F(m, r) runs
+    over spans of m strides with m + r - 1 products (_make_form). For r = 2,
+    Z[u] = W0 x[u] + W1 x[u-1]; three
     strides u = 3t, 3t+1, 3t+2 need six products; F(3,2) (interpolation at
     0, 1, -1 and infinity) makes four, with d_j = x[3t - 1 + j]:
         P0 = W1 (d0 - d2),            P1 = (W0 + W1)/2 (d1 + d2),
         P2 = (W1 - W0)/2 (d2 - d1),   P3 = W0 (d3 - d1),
         Z[3t] = P0 + P1 + P2,  Z[3t+1] = P1 - P2,  Z[3t+2] = P1 + P2 + P3,
     a third fewer multiply-adds, at a rounding error measured within 2x the
-    GEMM path's (README). Each product is one GEMM over the unit's triples.
-    ``plan.pass_components`` (4 or 1) at a time, a worker transforms the
+    GEMM path's (README). Each product is one GEMM over the unit's spans.
+    ``plan.pass_components`` (all or 1) at a time, a worker transforms the
     block's weight (unless ``prepared``: all groups' transformed weights,
     see prepare_weight, read in place) and its samples' input
-    tile, and multiplies them into those components' products; the four
+    tile, and multiplies them into those components' products; all
     products are kept until the outputs combine them (see _plan_winograd).
     ``held``: the weight block and input tile the worker's workspace holds
-    transformed (-1: none), kept for its next unit when all four components
+    transformed (-1: none), kept for its next unit when all components
     fit at a time. Returns nonzero if an output it stored is not finite.
     """
     cdef int64_t s = p.stride, c_in_g = plan.c_in_g
     cdef int64_t sample_groups = _ceil_div(p.batch, plan.samples_per_unit)
     cdef int64_t tile, rest, sample_group, g, block, first, count, co0, n_channels, rows
-    cdef int64_t t0, t1, triples, columns, j, k, ld_w, weight_key, input_key, weight_step
+    cdef int64_t t0, t1, spans, columns, j, j0, k, ld_w, weight_key, input_key, weight_step
     cdef int64_t input_step
-    cdef int k0, n_pass = <int>plan.pass_components
+    cdef int k0, n_pass = <int>plan.pass_components, n_components = <int>plan.components
+    cdef const WinogradForm* form = _winograd_form(plan.taps) if plan.taps != 2 else NULL
     cdef bint as_rows
     cdef const scalar_t* w_block
     cdef int non_finite = 0
@@ -383,17 +393,24 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
         g = rest / plan.n_blocks
     first = sample_group * plan.samples_per_unit
     count = _min(plan.samples_per_unit, p.batch - first)
-    co0 = block * plan.block_channels
-    n_channels = _min(plan.block_channels, plan.c_out_g - co0)
-    rows = n_channels * s
-    t0 = plan.triple_first + tile * plan.tile_triples
-    t1 = _min(t0 + plan.tile_triples, plan.triple_first + plan.triple_count)
-    triples = t1 - t0
-    columns = count * triples
+    if form != NULL:  # a block of rows (channel * s + phase), weights prepared
+        co0 = 0
+        n_channels = 0
+        j0 = block * plan.block_rows
+        rows = _min(plan.block_rows, plan.c_out_g * s - j0)
+    else:
+        co0 = block * plan.block_channels
+        n_channels = _min(plan.block_channels, plan.c_out_g - co0)
+        j0 = co0 * s
+        rows = n_channels * s
+    t0 = plan.span_first + tile * plan.tile_spans
+    t1 = _min(t0 + plan.tile_spans, plan.span_first + plan.span_count)
+    spans = t1 - t0
+    columns = count * spans
     # Offsets from the plan's sizes, so that the buffers do not move with the unit.
     input_step = c_in_g * columns
     inputs = worker + n_pass * _weight_block_elements(plan, s)
-    products = inputs + n_pass * c_in_g * plan.samples_per_unit * plan.tile_triples
+    products = inputs + n_pass * c_in_g * plan.samples_per_unit * plan.tile_spans
     # P_k = inputs_k @ W_k: (columns, rows), position-major. A prepared weight
     # is laid out as its rows (rows, C_in/g), which BLAS packs fastest, from
     # WINOGRAD_SHALLOW_INPUT input channels on (_winograd_weights_as_rows). A
@@ -408,25 +425,31 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
     input_key = (g * sample_groups + sample_group) * plan.n_tiles + tile
     weights = worker
     if plan.prepared_weights:
-        weights = prepared + 4 * g * weight_step + (co0 * s * c_in_g if as_rows else co0 * s)
+        weights = prepared + n_components * g * weight_step + (j0 * c_in_g if as_rows else j0)
     k0 = 0
-    while k0 < 4:
-        if not plan.prepared_weights and (n_pass < 4 or held[0] != weight_key):
+    while k0 < n_components:
+        if not plan.prepared_weights and (n_pass < n_components or held[0] != weight_key):
             w_block = w + (g * c_in_g * plan.c_out_g + co0) * p.kernel_size
             if as_rows:
                 _winograd_weight_rows(p, plan.c_out_g, w_block, c_in_g, n_channels, ld_w, k0,
                                       n_pass, weight_step, worker,
-                                      products + 4 * plan.samples_per_unit * plan.tile_triples
-                                      * plan.block_channels * s, WINOGRAD_ROWS_CHUNK)
+                                      products + n_components * plan.samples_per_unit
+                                      * plan.tile_spans * plan.block_rows,
+                                      WINOGRAD_ROWS_CHUNK)
             else:
                 _winograd_weights(p, plan.c_out_g, w_block, c_in_g, n_channels, ld_w, k0,
                                   n_pass, weight_step, worker)
             held[0] = weight_key
-        if n_pass < 4 or held[1] != input_key:
+        if n_pass < n_components or held[1] != input_key:
             for j in range(count):
-                _winograd_inputs(p, x + (first + j) * sx_n + g * c_in_g * sx_c, sx_c, sx_l,
-                                 c_in_g, t0, t1, k0, n_pass, input_step,
-                                 inputs + j * triples * c_in_g)
+                if form != NULL:
+                    _form_inputs(p, form, x + (first + j) * sx_n + g * c_in_g * sx_c, sx_c,
+                                 sx_l, c_in_g, t0, t1, k0, n_pass, input_step,
+                                 inputs + j * spans * c_in_g)
+                else:
+                    _winograd_inputs(p, x + (first + j) * sx_n + g * c_in_g * sx_c, sx_c,
+                                     sx_l, c_in_g, t0, t1, k0, n_pass, input_step,
+                                     inputs + j * spans * c_in_g)
             held[1] = input_key
         for k in range(k0, k0 + n_pass):
             _gemm(False, as_rows, <int>columns, <int>rows, <int>c_in_g,
@@ -435,10 +458,16 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
                   products + k * columns * rows, <int>rows, NULL)
         k0 += n_pass
     for j in range(count):
-        non_finite |= _winograd_outputs(
-            p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
-            n_channels, t0, t1, products + j * triples * rows, columns * rows,
-            out + ((first + j) * p.out_channels + g * plan.c_out_g + co0) * plan.out_length)
+        if form != NULL:
+            non_finite |= _form_outputs(
+                p, plan, form, bias + g * plan.c_out_g if bias != NULL else NULL,
+                j0, rows, t0, t1, products + j * spans * rows, columns * rows,
+                out + ((first + j) * p.out_channels + g * plan.c_out_g) * plan.out_length)
+        else:
+            non_finite |= _winograd_outputs(
+                p, plan, bias + g * plan.c_out_g + co0 if bias != NULL else NULL,
+                n_channels, t0, t1, products + j * spans * rows, columns * rows,
+                out + ((first + j) * p.out_channels + g * plan.c_out_g + co0) * plan.out_length)
     return non_finite
 
 
@@ -449,11 +478,11 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
     """Every group's weight as _winograd_weight_rows lays a block out, all channels in one block.
 
     ``prepared_len`` must be prepared_weight_length(p), which is 0 (the layer
-    does not qualify: CONVT_BLAS_ERR_BAD_SHAPE) or twice the weight's size.
+    does not qualify: CONVT_BLAS_ERR_BAD_SHAPE) or alpha/r times the weight's size.
     ``winograd``: the Winograd switch as the caller read it; -1 reads it here.
     """
     cdef int64_t c_in_g, c_out_g, step, rows_per_chunk = 16, chunks_per_group
-    cdef int64_t chunk, g, i0, c0, block, block_channels
+    cdef int64_t chunk, g, i0, c0, block, block_channels, taps, n_components
     cdef int failed = 0
     cdef int* failures = &failed
     cdef scalar_t* scratch
@@ -468,6 +497,8 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
     c_in_g = p.in_channels / p.groups
     c_out_g = p.out_channels / p.groups
     step = c_in_g * c_out_g * p.stride
+    taps = p.kernel_size / p.stride
+    n_components = _winograd_span(taps) + taps - 1
     if not _winograd_weights_as_rows(c_in_g):
         chunks_per_group = _ceil_div(c_in_g, rows_per_chunk)
         for chunk in prange(p.groups * chunks_per_group,
@@ -478,7 +509,8 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
             i0 = (chunk % chunks_per_group) * rows_per_chunk
             _winograd_weights(p, c_out_g, w + (g * c_in_g + i0) * c_out_g * p.kernel_size,
                               _min(rows_per_chunk, c_in_g - i0), c_out_g, c_out_g * p.stride,
-                              0, 4, step, prepared + 4 * g * step + i0 * c_out_g * p.stride)
+                              0, <int>n_components, step,
+                              prepared + n_components * g * step + i0 * c_out_g * p.stride)
         return CONVT_BLAS_OK
     # As rows: each unit transforms 64 input channels (their weight rows read in
     # order), about 64 output rows (whole channels) at a time, and transposes
@@ -492,8 +524,8 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
                         schedule='static'):
         g = chunk / chunks_per_group
         i0 = (chunk % chunks_per_group) * rows_per_chunk
-        scratch = <scalar_t*>malloc(<size_t>(4 * rows_per_chunk * block_channels * p.stride)
-                                    * sizeof(scalar_t))
+        scratch = <scalar_t*>malloc(<size_t>(n_components * rows_per_chunk * block_channels
+                                             * p.stride) * sizeof(scalar_t))
         if scratch == NULL:
             failures[0] = 1
         else:
@@ -502,8 +534,10 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
                 _winograd_weight_rows(p, c_out_g,
                                       w + ((g * c_in_g + i0) * c_out_g + c0) * p.kernel_size,
                                       _min(rows_per_chunk, c_in_g - i0),
-                                      _min(block_channels, c_out_g - c0), c_in_g, 0, 4, step,
-                                      prepared + 4 * g * step + c0 * p.stride * c_in_g + i0,
+                                      _min(block_channels, c_out_g - c0), c_in_g, 0,
+                                      <int>n_components, step,
+                                      prepared + n_components * g * step
+                                      + c0 * p.stride * c_in_g + i0,
                                       scratch, rows_per_chunk)
             free(scratch)
     return CONVT_BLAS_ERR_NO_MEMORY if failed else CONVT_BLAS_OK

@@ -90,7 +90,7 @@ def test_rule():
 def test_rule_does_not_depend_on_batch_or_threads():
     single = plan(1, 256, 800, 128, 16, 8, 4)
     many = plan(16, 256, 800, 128, 16, 8, 4)
-    for key in ("winograd", "block_channels", "tile_triples", "triple_first", "triple_count"):
+    for key in ("winograd", "block_channels", "tile_spans", "span_first", "span_count"):
         assert single[key] == many[key]
 
 
@@ -138,9 +138,9 @@ def test_shallow_tiles():
     for c_in, c_out, s in ((64, 32, 2), (80, 40, 2), (64, 16, 4)):
         info = plan(1, c_in, 12800, c_out, 2 * s, s, s // 2)
         rows = info["block_channels"] * s
-        assert info["n_tiles"] > 8 and 4 * rows * info["tile_triples"] <= 49152
+        assert info["n_tiles"] > 8 and 4 * rows * info["tile_spans"] <= 49152
     deep = plan(1, 96, 12800, 48, 4, 2, 1)
-    assert 4 * deep["block_channels"] * 2 * deep["tile_triples"] > 49152
+    assert 4 * deep["block_channels"] * 2 * deep["tile_spans"] > 49152
 
 
 def test_both_unit_orders_and_merged_samples_are_covered():
@@ -239,7 +239,7 @@ def winograd_workspace(elements):
 
 def winograd_elements(info, stride, components, prepared=False):
     """A worker's F(3,2) workspace as the planner counts it."""
-    columns = info["samples_per_unit"] * info["tile_triples"]
+    columns = info["samples_per_unit"] * info["tile_spans"]
     rows = info["block_channels"] * stride
     weight = 0 if prepared else info["c_in_g"] * rows
     # Four input channels' transform, transposed into rows (from 96 input channels).
@@ -306,7 +306,7 @@ def test_one_component_at_a_time_keeps_the_bits(rng, case):
         with winograd_workspace(winograd_elements(info, s, 1, prepared)):
             one = kernels._plan_info(shape, prepared)
             assert one["pass_components"] == 1
-            for key in ("block_channels", "tile_triples", "samples_per_unit", "tile_major"):
+            for key in ("block_channels", "tile_spans", "samples_per_unit", "tile_major"):
                 assert one[key] == info[key]
             np.testing.assert_array_equal(apply(x), y)
 
@@ -330,7 +330,7 @@ def test_one_component_at_a_time_with_merged_samples(rng):
 @pytest.mark.parametrize("case", CASES)
 def test_small_workspace_cuts_smaller_gemms(rng, case):
     # A workspace of 16 Ki elements halves the channel blocks and tiles down
-    # to 64-row and 64-triple GEMMs: results stay right and keep their bits
+    # to 64-row and 64-span GEMMs: results stay right and keep their bits
     # across threads and batch splits, function and layer alike.
     n, c_in_g, c_out_g, s, length, p, op, groups = case
     shape = (n, c_in_g * groups, length, c_out_g * groups, 2 * s, s, p, op, 1, groups)
@@ -342,7 +342,7 @@ def test_small_workspace_cuts_smaller_gemms(rng, case):
         info = plan(*shape)
         assert info["winograd"] and info["pass_components"] == 1
         assert (info["n_blocks"] * info["n_tiles"] > default["n_blocks"] * default["n_tiles"]
-                or info["block_channels"] * s < 128 or info["tile_triples"] < 128)
+                or info["block_channels"] * s < 128 or info["tile_spans"] < 128)
         y = convt_blas.conv_transpose1d(x, w, b, *args)
         assert_close(y, expected)
         assert_close(layer_with(w, b, *args)(x), expected)

@@ -42,7 +42,9 @@ cd "$TREE"
 CONVT_BLAS_SANITIZE=1 "$PYTHON" setup.py -q build_ext --inplace
 
 EXTENSION=$(ls convt_blas/kernels*.so)
-if ! nm -D "$EXTENSION" | grep -q __asan_report; then
+# grep reads all of nm's output: with -q it would stop at the first match, and
+# pipefail would then report nm's SIGPIPE as a failure.
+if ! nm -D "$EXTENSION" | grep __asan_report > /dev/null; then
     echo "sanitize.sh: $EXTENSION is not instrumented" >&2
     exit 1
 fi

@@ -224,10 +224,13 @@ def test_import_checks_the_table_versions(built, monkeypatch):
 
 
 # Layers that keep their weight transformed for F(3,2): 128 input positions take it with
-# the transform kept (512 without), several channel blocks, two groups.
+# the transform kept (512 without), several channel blocks, two groups; and for F(3,4)
+# and F(4,3), which only a prepared weight takes (1.5 and 2 times the weight).
 PREPARED_CASES = [
     (2, 128, 200, 64, 8, 4, 2, 0, 1, 1),
     (1, 192, 600, 48, 4, 2, 1, 1, 1, 2),
+    (2, 256, 260, 64, 16, 4, 5, 1, 1, 1),
+    (1, 256, 300, 256, 3, 1, 1, 0, 1, 1),
 ]
 
 
@@ -238,7 +241,7 @@ def test_c_api_prepared_weight_matches_the_layer_bitwise(built, rng, dtype, case
     x, w, b, spec, kwargs = _problem(rng, case, dtype)
     params = spec.kernel_params
     length = h.sizes("prepared_weight_length", params)
-    assert length == 2 * w.size
+    assert length == (1.5 if case[4] == 4 * case[5] else 2) * w.size
     prepared = np.full(length, np.nan, dtype)
     assert h.prepare(np.dtype(dtype).char, params, w, prepared, 2) == h.OK
     assert prepared.tobytes() == kernels.prepare_weight(params, w).tobytes()

@@ -341,7 +341,10 @@ cdef int _run_winograd_unit(const convt_blas_params* p, const Plan* plan, int64_
                             const scalar_t* w, const scalar_t* prepared,
                             const scalar_t* bias, scalar_t* out,
                             scalar_t* worker, int64_t* held) noexcept nogil:
-    """Winograd's F(m, r) for channels [co0, co0 + n_channels), spans [t0, t1), a few samples.
+    """Winograd's F(m, r) for a block of outputs, spans [t0, t1), a few samples: F(3,2)'s
+    blocks are channels [co0, co0 + n_channels), F(4,3)'s and F(3,4)'s GEMM rows
+    [j0, j0 + rows) (channel * s + phase), always on a prepared weight
+    (_winograd_min_length).
 
     With K = r*s and no dilation, output u*s + ph - padding (ph < s) of
     channel c is Z[u] = sum_j W_j x[u - j], W_j the (C_out, C_in) taps j*s + ph:

@@ -176,13 +176,15 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 def conv_transpose1d_cpu(input, weight, bias, stride, padding, output_padding, groups,
-                         dilation, out, weight_cache=None):
+                         dilation, out, weight_cache=None, weight_key=None):
     """conv_transpose1d on the CPU (:func:`conv_transpose1d` without the CuPy dispatch).
 
     ``weight_cache``: a convt_blas._weight_cache.WeightCache of the caller's
-    (a layer, a stream, a Dask graph), asked for the prepared weight or the
-    weight rows of ``weight`` only when this call reads them; None makes
-    neither (the function's plan).
+    (a layer, a stream, a Dask graph, a torch Parameter), asked for the
+    prepared weight or the weight rows of ``weight`` only when this call reads
+    them; None makes neither (the function's plan). ``weight_key``: what the
+    cache keys them by (None: the weight array given), for a caller whose
+    weight arrives as a new view on every call.
     """
     _threads.configure_blas()  # the plan depends on the BLAS found
     given = {"input": as_array(input, "input"), "weight": as_array(weight, "weight"),
@@ -235,7 +237,8 @@ def conv_transpose1d_cpu(input, weight, bias, stride, padding, output_padding, g
     # After every array is allocated, so that the check sees what is left.
     workers = _threads.worker_pool.enter(workers)
     try:
-        key = given["weight"]  # the caller's array: the cache keys what it keeps by it
+        # The caller's array, or key: the cache keys what it keeps by it.
+        key = given["weight"] if weight_key is None else weight_key
         prepared = (weight_cache.prepared_weight(key, params, w, workers)
                     if call.takes_prepared else None)
         rows = weight_cache.weight_rows(key, params, w, workers) if takes_rows else None

@@ -24,6 +24,9 @@ What runs where:
 Threads: a call made through torch uses ``torch.get_num_threads()`` threads,
 unless :func:`convt_blas.set_num_threads` was given a count, which then wins.
 """
+import contextvars
+import threading
+import weakref
 from typing import List, Optional, Tuple
 
 import torch
@@ -33,6 +36,7 @@ from torch.nn.utils import parametrize
 from . import _memory, _threads
 from ._backward import conv_transpose1d_backward
 from ._functional import conv_transpose1d_cpu
+from ._weight_cache import WeightCache
 from ._validation import check_arguments, output_length, single
 
 __all__ = ["ConvTranspose1d", "conv_transpose1d", "accelerate", "restore",
@@ -46,6 +50,74 @@ _DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16
 def _numpy_view(tensor):
     """The tensor's memory as an ndarray, without a copy (strides kept)."""
     return tensor.detach().resolve_conj().resolve_neg().numpy()
+
+
+# Set by the layer and function around the op: whether the call records no autograd
+# (inside the op, torch has turned grad mode off either way).
+_inference_call = contextvars.ContextVar("convt_blas_inference_call", default=False)
+
+
+def _call_op(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    """The op, telling it whether this call records autograd (see _ParameterCaches)."""
+    if torch.compiler.is_compiling():  # a compiled graph calls the op itself: keep nothing
+        return _conv_transpose1d_op(input, weight, bias, stride, padding, output_padding,
+                                    groups, dilation)
+    token = _inference_call.set(not (torch.is_grad_enabled() and weight.requires_grad))
+    try:
+        return _conv_transpose1d_op(input, weight, bias, stride, padding, output_padding,
+                                    groups, dilation)
+    finally:
+        _inference_call.reset(token)
+
+
+class _ParameterCaches:
+    """The :term:`weight cache` of each weight Parameter called without autograd, as a
+    convt_blas.ConvTranspose1d keeps one: an entry lives as long as its Parameter,
+    and its key changes with the Parameter's memory or version counter (an
+    optimizer step, ``load_state_dict``, ``.data =``), so forms of an old weight
+    are never read. Calls that record autograd (the weight changes every step),
+    compiled graphs, and weights that are not Parameters (a weight-normed
+    layer's, recomputed per call) keep nothing.
+    """
+
+    def __init__(self):
+        self._entries = {}  # id(parameter): [weakref, state, key, WeightCache]
+        self._lock = threading.Lock()
+
+    def lookup(self, weight):
+        """(WeightCache, key) for ``weight``, or (None, None) if it keeps nothing."""
+        if (not _inference_call.get() or not isinstance(weight, torch.nn.Parameter)
+                or weight.is_inference()):  # an inference tensor has no version counter
+            return None, None
+        state = (weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape))
+        with self._lock:
+            entry = self._entries.get(id(weight))
+            if entry is None or entry[0]() is not weight:
+                ident = id(weight)
+                entry = [weakref.ref(weight, lambda _, ident=ident: self._drop(ident)),
+                         state, object(), WeightCache()]
+                self._entries[ident] = entry
+            elif entry[1] != state:
+                entry[1], entry[2] = state, object()
+                entry[3].clear()
+            return entry[3], entry[2]
+
+    def forget(self, weight):
+        """Drop what is kept for ``weight`` (the model's layers no longer run here)."""
+        with self._lock:
+            entry = self._entries.get(id(weight))
+            if entry is not None and entry[0]() is weight:
+                del self._entries[id(weight)]
+
+    def _drop(self, ident):
+        with self._lock:
+            entry = self._entries.get(ident)
+            if entry is not None and entry[0]() is None:
+                del self._entries[ident]
+
+
+
+_parameter_caches = _ParameterCaches()
 
 
 @torch.library.custom_op("convt_blas::conv_transpose1d", mutates_args=(), device_types="cpu")
@@ -63,9 +135,11 @@ def _conv_transpose1d_op(input: torch.Tensor, weight: torch.Tensor, bias: Option
                            output_padding, groups, dilation)
     # torch allocates the result; convt_blas writes into it through a NumPy view.
     result = torch.empty(spec.out_shape, dtype=input.dtype)
+    cache, key = (_parameter_caches.lookup(weight) if given_dtype != torch.bfloat16
+                  else (None, None))
     with _threads.caller_default_threads(torch.get_num_threads()):
         conv_transpose1d_cpu(x, w, b, stride, padding, output_padding, groups, dilation,
-                             result.numpy())
+                             result.numpy(), weight_cache=cache, weight_key=key)
     return result.to(given_dtype) if given_dtype != result.dtype else result
 
 
@@ -184,10 +258,9 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if not _runs_on_convt_blas(input, weight, bias):
         return F.conv_transpose1d(input, weight, bias, stride, padding, output_padding, groups,
                                   dilation)
-    return _conv_transpose1d_op(input, weight, bias, single(stride, "stride"),
-                                single(padding, "padding"),
-                                single(output_padding, "output_padding"), groups,
-                                single(dilation, "dilation"))
+    return _call_op(input, weight, bias, single(stride, "stride"), single(padding, "padding"),
+                    single(output_padding, "output_padding"), groups,
+                    single(dilation, "dilation"))
 
 
 class ConvTranspose1d(torch.nn.ConvTranspose1d):
@@ -195,7 +268,12 @@ class ConvTranspose1d(torch.nn.ConvTranspose1d):
 
     The same constructor, parameters, state dict and ``output_size`` argument
     as torch's; :func:`accelerate` gives existing layers this class in place.
-    See :func:`conv_transpose1d` for which calls run on convt_blas.
+    See :func:`conv_transpose1d` for which calls run on convt_blas. Calls
+    without autograd (``torch.no_grad``, ``torch.inference_mode``, or a weight
+    that does not require grad) keep the weight's :term:`weight cache`, as
+    :class:`convt_blas.ConvTranspose1d` does: its prepared weight and weight
+    rows, up to three times the weight's memory while the Parameter lives,
+    remade when the weight changes; :func:`restore` drops them.
 
     Examples
     --------
@@ -221,9 +299,8 @@ class ConvTranspose1d(torch.nn.ConvTranspose1d):
             return super().forward(input, output_size)  # torch's checks and messages
         output_padding = self._output_padding(input, output_size, self.stride, self.padding,
                                               self.kernel_size, 1, self.dilation)
-        return _conv_transpose1d_op(input, self.weight, self.bias, self.stride[0],
-                                    self.padding[0], output_padding[0], self.groups,
-                                    self.dilation[0])
+        return _call_op(input, self.weight, self.bias, self.stride[0], self.padding[0],
+                        output_padding[0], self.groups, self.dilation[0])
 
 
 def _swappable_class(module):
@@ -306,6 +383,8 @@ def restore(model):
     >>> convt_blas.torch.accelerated_layers(convt_blas.torch.restore(model))
     []
     """
+    for parameter in model.parameters():  # what its layers' calls kept
+        _parameter_caches.forget(parameter)
     return _swap(model, ConvTranspose1d, torch.nn.ConvTranspose1d)
 
 

@@ -340,3 +340,63 @@ def test_a_call_leaves_glibc_reusing_its_heap_as_torchs_own_op_does(action):
     before, after = done.stdout.split()
     assert before == "True"  # a fresh process maps 8 MiB apart
     assert after == ("False" if action == "call" else "True")  # importing changes nothing
+
+
+# -- the weight cache kept for a Parameter ------------------------------------------------
+
+def kept_forms(weight):
+    """The WeightCache kept for ``weight`` (None: nothing kept)."""
+    entry = ct._parameter_caches._entries.get(id(weight))
+    return entry[3] if entry is not None and entry[0]() is weight else None
+
+
+def test_inference_keeps_the_parameters_weight_cache_and_follows_its_changes():
+    # The iSTFT layer runs F(3,4) on a prepared weight: with it kept, the accelerated
+    # layer gives the NumPy layer's bits; every way of changing the weight is seen.
+    torch.manual_seed(0)
+    layer = ct.ConvTranspose1d(512, 1, 1024, stride=256)
+    x = torch.randn(1, 512, 300)
+
+    def numpy_layer():
+        twin = convt_blas.ConvTranspose1d(512, 1, 1024, stride=256)
+        twin.load_state_dict({"weight": layer.weight.detach().numpy().copy(),
+                              "bias": layer.bias.detach().numpy().copy()})
+        return twin(x.numpy())
+
+    with torch.no_grad():
+        y = layer(x)
+        assert kept_forms(layer.weight).prepared is not None
+        assert np.array_equal(layer(x).numpy(), numpy_layer())
+        assert torch.equal(layer(x), y)
+        layer.weight.mul_(2)  # in place: the version counter moves
+        assert np.array_equal(layer(x).numpy(), numpy_layer())
+        layer.weight.data = torch.randn(512, 1, 1024)  # other memory
+        assert np.array_equal(layer(x).numpy(), numpy_layer())
+        layer.load_state_dict({"weight": torch.randn(512, 1, 1024), "bias": layer.bias})
+        assert np.array_equal(layer(x).numpy(), numpy_layer())
+    weight = layer.weight
+    ct.restore(layer)
+    assert kept_forms(weight) is None
+
+
+def test_training_and_weight_normed_calls_keep_nothing():
+    layer = ct.ConvTranspose1d(64, 32, 4, stride=2)
+    x = torch.randn(1, 64, 600)
+    layer(x).sum().backward()  # autograd recorded: the weight changes every step
+    assert kept_forms(layer.weight) is None
+    normed = ct.accelerate(parametrizations.weight_norm(torch.nn.ConvTranspose1d(64, 32, 4, 2)))
+    with torch.no_grad():
+        normed(x)
+    assert not any(kept_forms(p) for p in normed.parameters())
+
+
+def test_a_kept_cache_goes_with_its_parameter():
+    import gc
+    layer = ct.ConvTranspose1d(64, 32, 4, stride=2)
+    with torch.no_grad():
+        layer(torch.randn(1, 64, 600))
+    ident = id(layer.weight)
+    assert ident in ct._parameter_caches._entries
+    del layer
+    gc.collect()
+    assert ident not in ct._parameter_caches._entries

@@ -82,7 +82,9 @@ class _ParameterCaches:
 
     def __init__(self):
         self._entries = {}  # id(parameter): [weakref, state, key, WeightCache]
-        self._lock = threading.Lock()
+        # Reentrant: a weakref callback (_drop) may run from garbage collection
+        # triggered inside lookup, on the thread that holds the lock.
+        self._lock = threading.RLock()
 
     def lookup(self, weight):
         """(WeightCache, key) for ``weight``, or (None, None) if it keeps nothing."""

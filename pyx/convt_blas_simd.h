@@ -182,26 +182,41 @@ static inline void convt_blas_form_inputs_f32(const float *x, ptrdiff_t sx_c, pt
                                               int first, int n_components, float *v,
                                               ptrdiff_t ld, ptrdiff_t step)
 {
+    /* Up to CONVT_BLAS_FORM_SPANS spans of four channels at a time: their positions
+     * are transposed once into d (a position's four channels per vector), which
+     * the spans, overlapping by 6 - m positions, then read. */
+    enum { CONVT_BLAS_FORM_SPANS = 32 };
     int terms[6], index[36], k, q;
-    __m128 coef[36], d[8];
-    ptrdiff_t i, t;
+    __m128 coef[36], d[4 * CONVT_BLAS_FORM_SPANS + 8];
+    ptrdiff_t i, t, t0, n, p, needed, readable;
     convt_blas_form_terms_f32(bt, 6, terms, index, coef);
-    for (t = 0; t < spans; t++)
-        for (i = 0; i < count; i += 4) {
-            const float *row = x + m * t + i * sx_c;
-            d[0] = _mm_loadu_ps(row); d[1] = _mm_loadu_ps(row + sx_c);
-            d[2] = _mm_loadu_ps(row + 2 * sx_c); d[3] = _mm_loadu_ps(row + 3 * sx_c);
-            _MM_TRANSPOSE4_PS(d[0], d[1], d[2], d[3]);
-            d[4] = _mm_loadu_ps(row + 4); d[5] = _mm_loadu_ps(row + sx_c + 4);
-            d[6] = _mm_loadu_ps(row + 2 * sx_c + 4); d[7] = _mm_loadu_ps(row + 3 * sx_c + 4);
-            _MM_TRANSPOSE4_PS(d[4], d[5], d[6], d[7]);
-            for (k = first; k < first + n_components; k++) {
-                __m128 acc = _mm_mul_ps(coef[6 * k], d[index[6 * k]]);
-                for (q = 1; q < terms[k]; q++)
-                    acc = _mm_add_ps(acc, _mm_mul_ps(coef[6 * k + q], d[index[6 * k + q]]));
-                _mm_storeu_ps(v + (k - first) * step + t * ld + i, acc);
+    for (i = 0; i < count; i += 4) {
+        const float *r0 = x + i * sx_c, *r1 = r0 + sx_c, *r2 = r1 + sx_c, *r3 = r2 + sx_c;
+        for (t0 = 0; t0 < spans; t0 += CONVT_BLAS_FORM_SPANS) {
+            n = spans - t0 < CONVT_BLAS_FORM_SPANS ? spans - t0 : CONVT_BLAS_FORM_SPANS;
+            needed = m * (n - 1) + 6;
+            readable = m * (n - 1) + 8;  /* eight positions from each span's first */
+            for (p = t0 * m; p + 4 <= t0 * m + readable && p < t0 * m + needed; p += 4) {
+                __m128 a = _mm_loadu_ps(r0 + p), b = _mm_loadu_ps(r1 + p),
+                       c = _mm_loadu_ps(r2 + p), e = _mm_loadu_ps(r3 + p);
+                _MM_TRANSPOSE4_PS(a, b, c, e);
+                d[p - t0 * m] = a; d[p - t0 * m + 1] = b;
+                d[p - t0 * m + 2] = c; d[p - t0 * m + 3] = e;
+            }
+            for (; p < t0 * m + needed; p++)
+                d[p - t0 * m] = _mm_setr_ps(r0[p], r1[p], r2[p], r3[p]);
+            for (t = 0; t < n; t++) {
+                const __m128 *span = d + m * t;
+                for (k = first; k < first + n_components; k++) {
+                    __m128 acc = _mm_mul_ps(coef[6 * k], span[index[6 * k]]);
+                    for (q = 1; q < terms[k]; q++)
+                        acc = _mm_add_ps(acc, _mm_mul_ps(coef[6 * k + q],
+                                                         span[index[6 * k + q]]));
+                    _mm_storeu_ps(v + (k - first) * step + (t0 + t) * ld + i, acc);
+                }
             }
         }
+    }
 }
 
 /* F(m, r)'s outputs at stride 1 (m = 3 or 4, six products) for channels

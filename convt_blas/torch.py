@@ -57,12 +57,15 @@ def _numpy_view(tensor):
 _inference_call = contextvars.ContextVar("convt_blas_inference_call", default=False)
 
 
-def _call_op(input, weight, bias, stride, padding, output_padding, groups, dilation):
-    """The op, telling it whether this call records autograd (see _ParameterCaches)."""
+def _call_op(input, weight, bias, stride, padding, output_padding, groups, dilation,
+             keep=True):
+    """The op, telling it whether this call records autograd (see _ParameterCaches);
+    ``keep=False``: keep nothing either way."""
     if torch.compiler.is_compiling():  # a compiled graph calls the op itself: keep nothing
         return _conv_transpose1d_op(input, weight, bias, stride, padding, output_padding,
                                     groups, dilation)
-    token = _inference_call.set(not (torch.is_grad_enabled() and weight.requires_grad))
+    token = _inference_call.set(keep and not (torch.is_grad_enabled()
+                                              and weight.requires_grad))
     try:
         return _conv_transpose1d_op(input, weight, bias, stride, padding, output_padding,
                                     groups, dilation)
@@ -275,7 +278,8 @@ class ConvTranspose1d(torch.nn.ConvTranspose1d):
     that does not require grad) keep the weight's :term:`weight cache`, as
     :class:`convt_blas.ConvTranspose1d` does: its prepared weight and weight
     rows, up to three times the weight's memory while the Parameter lives,
-    remade when the weight changes; :func:`restore` drops them.
+    remade when the weight changes; :func:`restore` or ``keep_weight_cache =
+    False`` drops them.
 
     Examples
     --------
@@ -302,7 +306,20 @@ class ConvTranspose1d(torch.nn.ConvTranspose1d):
         output_padding = self._output_padding(input, output_size, self.stride, self.padding,
                                               self.kernel_size, 1, self.dilation)
         return _call_op(input, self.weight, self.bias, self.stride[0], self.padding[0],
-                        output_padding[0], self.groups, self.dilation[0])
+                        output_padding[0], self.groups, self.dilation[0],
+                        self.keep_weight_cache)
+
+    @property
+    def keep_weight_cache(self):
+        """Whether inference calls keep the weight's :term:`weight cache` (True, the
+        default); False drops what is kept and keeps nothing."""
+        return self.__dict__.get("_keep_weight_cache", True)
+
+    @keep_weight_cache.setter
+    def keep_weight_cache(self, value):
+        self.__dict__["_keep_weight_cache"] = bool(value)
+        if not value:
+            _parameter_caches.forget(self._parameters.get("weight"))
 
 
 def _swappable_class(module):

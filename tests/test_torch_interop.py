@@ -393,8 +393,16 @@ def test_training_and_weight_normed_calls_keep_nothing():
 def test_a_kept_cache_goes_with_its_parameter():
     import gc
     layer = ct.ConvTranspose1d(64, 32, 4, stride=2)
+    x = torch.randn(1, 64, 600)
     with torch.no_grad():
-        layer(torch.randn(1, 64, 600))
+        layer(x)
+        assert kept_forms(layer.weight) is not None
+        layer.keep_weight_cache = False  # drops it, and keeps nothing more
+        assert kept_forms(layer.weight) is None
+        layer(x)
+        assert kept_forms(layer.weight) is None
+        layer.keep_weight_cache = True
+        layer(x)
     ident = id(layer.weight)
     assert ident in ct._parameter_caches._entries
     del layer

@@ -121,7 +121,6 @@ class _ParameterCaches:
                 del self._entries[ident]
 
 
-
 _parameter_caches = _ParameterCaches()
 
 

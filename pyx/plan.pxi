@@ -340,7 +340,7 @@ cdef int _make_plan_with(const convt_blas_params* p, Plan* plan,
     if plan.winograd:  # the form, which sizes a prepared weight at any length
         plan.taps = K / p.stride
         plan.span = _winograd_span(plan.taps)
-        plan.components = plan.span + plan.taps - 1
+        plan.components = _winograd_components(plan.taps)
     plan.winograd = plan.winograd and p.in_length >= _winograd_min_length(
         p, c_in_g, c_out_g, plan.prepared_weights)
     if plan.winograd:

@@ -485,7 +485,7 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
     ``winograd``: the Winograd switch as the caller read it; -1 reads it here.
     """
     cdef int64_t c_in_g, c_out_g, step, rows_per_chunk = 16, chunks_per_group
-    cdef int64_t chunk, g, i0, c0, block, block_channels, taps, n_components
+    cdef int64_t chunk, g, i0, c0, block, block_channels, n_components
     cdef int failed = 0
     cdef int* failures = &failed
     cdef scalar_t* scratch
@@ -500,8 +500,7 @@ cdef int _prepare_weights(const convt_blas_params* p, const scalar_t* w,
     c_in_g = p.in_channels / p.groups
     c_out_g = p.out_channels / p.groups
     step = c_in_g * c_out_g * p.stride
-    taps = p.kernel_size / p.stride
-    n_components = _winograd_span(taps) + taps - 1
+    n_components = _winograd_components(p.kernel_size / p.stride)
     if not _winograd_weights_as_rows(c_in_g):
         chunks_per_group = _ceil_div(c_in_g, rows_per_chunk)
         for chunk in prange(p.groups * chunks_per_group,

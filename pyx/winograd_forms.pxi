@@ -11,7 +11,6 @@
 # (5.2x with +-2), F(4,3)'s 3.4x (7.5x).
 
 cdef int FORM_COMPONENTS = 6
-cdef int FORM_MAX_TAPS = 4
 cdef double[5] FORM_POINTS = [0.0, 1.0, -1.0, 0.5, -2.0]
 
 

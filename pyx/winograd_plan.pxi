@@ -105,6 +105,11 @@ cdef inline int64_t _winograd_span(int64_t taps) noexcept nogil:
     return 4 if taps == 3 else 3
 
 
+cdef inline int64_t _winograd_components(int64_t taps) noexcept nogil:
+    """alpha = m + r - 1, the products of a span (_winograd_span)."""
+    return _winograd_span(taps) + taps - 1
+
+
 cdef inline int64_t _winograd_min_length(const convt_blas_params* p, int64_t c_in_g,
                                          int64_t c_out_g, bint prepared) noexcept nogil:
     """The shortest input that takes Winograd (INT64_MAX: none)."""

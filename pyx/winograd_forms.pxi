@@ -227,7 +227,7 @@ cdef int _form_outputs(const convt_blas_params* p, const Plan* plan, const Winog
     nonzero if a value stored is not finite."""
     cdef int64_t s = p.stride, m = form.span, L_out = plan.out_length
     cdef int64_t c, t, i, ph, ph_lo, ph_hi, o, base, inner_lo, inner_hi
-    cdef int64_t vector_rows = 0
+    cdef int64_t vector_rows = 0  # rows j0.. that SSE stored (stride 1: rows are channels)
     cdef int n = FORM_COMPONENTS, k
     cdef scalar_t[24] at
     cdef scalar_t a, b, acc
@@ -249,15 +249,13 @@ cdef int _form_outputs(const convt_blas_params* p, const Plan* plan, const Winog
                 products + (inner_lo - t0) * n_rows, product_step, n_rows, vector_rows,
                 inner_hi - inner_lo, m, at, bias_group + j0 if bias_group != NULL else NULL,
                 out_group + j0 * L_out + m * inner_lo - p.padding, L_out)
-    if vector_rows == 0:
-        vector_rows = -INT64_MAX  # c - j0 is negative for s > 1: nothing is skipped
     for c in range(j0 / s, (j0 + n_rows - 1) / s + 1):
         ph_lo = _max(j0, c * s) - c * s
         ph_hi = _min(j0 + n_rows, (c + 1) * s) - c * s
         out_row = out_group + c * L_out
         b = bias_group[c] if bias_group != NULL else zero
         for t in range(t0, t1):
-            if c - j0 < vector_rows and inner_lo <= t < inner_hi:  # SSE's (rows are channels)
+            if s == 1 and c - j0 < vector_rows and inner_lo <= t < inner_hi:  # SSE's
                 continue
             q = products + (t - t0) * n_rows + c * s - j0
             base = m * t * s - p.padding

@@ -43,6 +43,29 @@ def assert_close(actual, expected, dtype=None):
     assert err <= RTOL[dtype] * scale, f"max abs error {err:.3e} > {RTOL[dtype]:.0e} * {scale:.3e}"
 
 
+def assert_non_finite_redone(y, expected, y_gemm, singles, where):
+    """A Winograd call's batch of 3 whose ``where`` ("input": elements 0 and 2,
+    "weight": all, "overflow": element 0) holds inf, NaN or overflowing sums: it
+    matches the definition's ``expected`` where that is finite and not infinite
+    alike (float64 does not overflow where float32 does), each element is what it
+    gets alone (``singles``), the elements reached are the GEMM path's ``y_gemm``
+    bitwise, and the others keep their Winograd result."""
+    if where != "overflow":
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+        np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+        np.testing.assert_array_equal(np.isneginf(y), np.isneginf(expected))
+        finite = np.isfinite(expected)
+        assert_close(y[finite], expected[finite])
+    redone = [n for n in range(3) if not np.isfinite(y[n]).all()]
+    assert redone == ([0, 2] if where == "input" else [0, 1, 2] if where == "weight" else [0])
+    for n in range(3):
+        np.testing.assert_array_equal(y[n], singles[n])
+        if n in redone:
+            np.testing.assert_array_equal(y[n], y_gemm[n])
+        else:
+            assert not np.array_equal(y[n], y_gemm[n])  # kept its Winograd result
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

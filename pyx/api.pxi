@@ -340,14 +340,14 @@ cdef int _backward_plan_or_raise(tuple shape, convt_blas_params* p,
 
 def backward_sizes(tuple shape):
     """The backward pass's cut for ``shape`` (as in plan_sizes, batch of at least 1):
-    (grad_input units, its workspace elements per worker, grad_weight units, its
-    workspace elements per worker, grad_weight's workspace elements shared by the
-    workers, ahead of theirs). Raises ValueError if the kernel refuses it."""
+    (grad_input units, its workspace elements per worker, its workspace elements
+    shared by the workers, then the same three of grad_weight); the shared elements
+    lie ahead of the workers'. Raises ValueError if the kernel refuses it."""
     cdef convt_blas_params p
     cdef BackwardPlan plan
     _backward_plan_or_raise(shape, &p, &plan)
-    return (plan.input_units, plan.input_worker_elements, plan.weight_units,
-            plan.weight_worker_elements, plan.weight_shared_elements)
+    return (plan.input_units, plan.input_worker_elements, plan.input_shared_elements,
+            plan.weight_units, plan.weight_worker_elements, plan.weight_shared_elements)
 
 
 def _set_backward_workspace(int64_t elements):
@@ -374,6 +374,15 @@ def _set_backward_input_blocks(int64_t blocks):
     global BACKWARD_INPUT_BLOCKS
     previous = BACKWARD_INPUT_BLOCKS
     BACKWARD_INPUT_BLOCKS = blocks
+    return previous
+
+
+def _set_backward_phases(int64_t min_row, int64_t min_columns):
+    """Set the least G row and columns per input channel for grad_input by phases;
+    returns the previous pair. For tests and benchmarks (see BACKWARD_PHASE_MIN_ROW)."""
+    global BACKWARD_PHASE_MIN_ROW, BACKWARD_PHASE_MIN_COLUMNS
+    previous = (BACKWARD_PHASE_MIN_ROW, BACKWARD_PHASE_MIN_COLUMNS)
+    BACKWARD_PHASE_MIN_ROW, BACKWARD_PHASE_MIN_COLUMNS = min_row, min_columns
     return previous
 
 

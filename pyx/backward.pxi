@@ -8,6 +8,9 @@
 #     grad_input[n, g]  = W_g @ cols             (C_in/g x L_in)
 #     grad_weight[g]   += X[n, g] @ cols^T       (C_in/g x C_out/g * K)
 #
+# Where K is a multiple of the stride, grad_input runs by phases instead, on
+# grad_output laid out by position without an im2col (see BACKWARD_PHASE_MIN_ROW).
+#
 # The batch's input positions are cut into chunks: tiles of one element's
 # positions, or, for short inputs, whole elements side by side (one GEMM
 # for several elements instead of one small GEMM each). grad_input is cut
@@ -36,6 +39,8 @@ ctypedef struct BackwardPlan:
     int64_t input_in_blocks
     int64_t input_units
     int64_t input_worker_elements   # im2col buffer, and the GEMM's result for merged chunks
+    int64_t input_taps              # grad_input by phases: this many GEMMs each (0: im2col)
+    int64_t input_shared_elements   # the weight laid out by tap for them (0: read in place)
     # grad_weight: units of (group, block of C_in/g, block of C_out/g)
     int64_t in_block
     int64_t in_blocks
@@ -77,6 +82,19 @@ cdef int64_t BACKWARD_SPLIT_MIN_TILE = 256
 # 1-4% slower at 1 thread and 27-29% faster at 2; 4 blocks 2-14% slower at 1 thread
 # and 5-8% slower than 2 blocks at 2 threads.
 cdef int64_t BACKWARD_INPUT_BLOCKS = 2
+# Where K = r * stride (dilation 1), each input position meets r whole strides of
+# grad_output: grad_input = sum over taps j of W_j @ G[j:]^T, with G grad_output's
+# strides laid out by position (rows of C_out/g * stride, written once instead of
+# the r times the im2col writes them) and W_j the weight's tap j. The r GEMMs of
+# C_out/g * stride inner elements run at a better BLAS rate than the one of
+# C_out/g * K on the im2col, which is never written. Taken where a row of G holds
+# at least BACKWARD_PHASE_MIN_ROW elements (narrower, the GEMMs are too thin) and,
+# where the weight must be laid out by tap first (C_out/g > 1), the batch's input
+# positions number at least BACKWARD_PHASE_MIN_COLUMNS times C_in/g: a copy of the
+# weight costs what the im2col of as many positions as its input channels does
+# (DAC's 1536 -> 768 at 86 positions, batch 1: 0.79x the im2col's time).
+cdef int64_t BACKWARD_PHASE_MIN_ROW = 32
+cdef int64_t BACKWARD_PHASE_MIN_COLUMNS = 2
 
 
 cdef ColumnCut _cut_columns(int64_t buffer_rows, int64_t batch, int64_t length,
@@ -124,7 +142,8 @@ cdef inline int64_t _chunk_columns(const ColumnCut* cut, int64_t chunk, int64_t 
 
 cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noexcept nogil:
     """Validate ``p`` and cut both gradients into units (never by the thread count)."""
-    cdef int64_t K = p.kernel_size, out_length, wanted, blocks
+    cdef int64_t K = p.kernel_size, out_length, wanted, blocks, span
+    cdef bint phases
     cdef double flops
     if (p.batch < 0 or p.in_channels < 1 or p.out_channels < 1 or K < 1 or p.stride < 1
             or p.padding < 0 or p.output_padding < 0 or p.dilation < 1 or p.groups < 1
@@ -151,9 +170,16 @@ cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noe
     plan.input_cut = _cut_columns(plan.rows + plan.c_in_g, p.batch, p.in_length, wanted)
     if _mul_overflows(p.groups, plan.input_cut.chunks):
         return CONVT_BLAS_ERR_OVERFLOW
+    phases = (p.dilation == 1 and K % p.stride == 0
+              and plan.c_out_g * p.stride >= BACKWARD_PHASE_MIN_ROW
+              and (plan.c_out_g == 1 or <double>p.batch * p.in_length
+                   >= <double>BACKWARD_PHASE_MIN_COLUMNS * plan.c_in_g))
     # Too few chunks (one short input): blocks of input channels, each making the
-    # chunk's im2col again (see BACKWARD_INPUT_BLOCKS).
-    blocks = _max(1, _min(_min(_ceil_div(wanted, _max(1, plan.input_cut.chunks)),
+    # chunk's im2col again (see BACKWARD_INPUT_BLOCKS). By phases only one chunk is
+    # cut so: EnCodec's 256 -> 128 at 600 positions in 2 chunks of 2 blocks ran 15%
+    # slower than in 2 chunks at 1 and at 2 threads.
+    blocks = _max(1, _min(_min(_ceil_div(_min(wanted, 2) if phases else wanted,
+                                         _max(1, plan.input_cut.chunks)),
                                BACKWARD_INPUT_BLOCKS), plan.c_in_g / BACKWARD_BLOCK_SIDE))
     plan.input_in_block = _ceil_div(plan.c_in_g, blocks)
     plan.input_in_blocks = _ceil_div(plan.c_in_g, plan.input_in_block)
@@ -161,6 +187,16 @@ cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noe
     plan.input_worker_elements = (plan.rows + (plan.input_in_block
                                                if plan.input_cut.samples > 1 else 0)
                                   ) * plan.input_cut.columns
+    plan.input_taps = 0
+    plan.input_shared_elements = 0
+    if phases:
+        plan.input_taps = K / p.stride
+        # G's rows: each element's positions and the r - 1 after them.
+        span = plan.input_cut.samples * (plan.input_cut.tile + plan.input_taps - 1)
+        plan.input_worker_elements = (plan.c_out_g * p.stride + (
+            plan.input_in_block if plan.input_cut.samples > 1 else 0)) * span
+        if plan.c_out_g > 1:  # else tap j is w's columns j*stride to (j+1)*stride
+            plan.input_shared_elements = p.in_channels * plan.rows
 
     # Blocks of output channels first (each im2col row is made by one unit),
     # then of input channels, until the layer has BACKWARD_WEIGHT_UNITS units;
@@ -228,6 +264,83 @@ cdef inline void _im2col_chunk(const convt_blas_params* p, const scalar_t* grad_
         _im2col_grad_output(
             grad_output + ((first_sample + i) * p.out_channels + channel) * out_length,
             channels, out_length, p, first, count, cols + i * count, samples * count)
+
+
+cdef inline void _grad_output_by_position(const scalar_t* grad_rows, int64_t channels,
+                                          int64_t out_length, const convt_blas_params* p,
+                                          int64_t first, int64_t count,
+                                          scalar_t* g_rows) noexcept nogil:
+    """g_rows[m*Q + h*channels + c] = grad_rows[c, (first + m)*stride + h - padding] for
+    m < ``count``, zero outside the output (Q = channels * stride): ``channels`` rows of
+    grad_output laid out by position. Row m*stride + h of a (count * stride) x channels
+    matrix, that is: the transpose of grad_output's columns from first*stride - padding."""
+    cdef int64_t start = first * p.stride - p.padding, rows = count * p.stride, u
+    cdef int64_t lo = _min(rows, _max(0, -start))
+    cdef int64_t hi = _max(lo, _min(rows, out_length - start))
+    for u in range(lo * channels):
+        g_rows[u] = 0
+    if hi > lo:
+        _transpose(grad_rows + start + lo, out_length, 1, channels, hi - lo,
+                   g_rows + lo * channels, channels)
+    for u in range(hi * channels, rows * channels):
+        g_rows[u] = 0
+
+
+cdef void _lay_out_weight_taps(const convt_blas_params* p, const BackwardPlan* plan,
+                               const scalar_t* w, scalar_t* taps) noexcept nogil:
+    """taps[j][c][h*C_out/g + o] = w[c, o, j*stride + h]: tap j of every input channel's
+    weight as a row-major C_in x (stride * C_out/g) matrix, in G's order."""
+    cdef int64_t s = p.stride, q = plan.c_out_g * s, c, j
+    for c in range(p.in_channels):
+        for j in range(plan.input_taps):
+            _transpose(w + c * plan.rows + j * s, p.kernel_size, 1, plan.c_out_g, s,
+                       taps + (j * p.in_channels + c) * q, plan.c_out_g)
+
+
+cdef void _grad_input_phases(const convt_blas_params* p, const BackwardPlan* plan,
+                             int64_t unit, const scalar_t* grad_output, const scalar_t* w,
+                             const scalar_t* w_taps, scalar_t* grad_input,
+                             scalar_t* workspace) noexcept nogil:
+    """grad_input[chunk's elements, g, block] = sum over taps j of W_j[block] @ G[j:]^T,
+    G the chunk's grad_output by position (_grad_output_by_position), r - 1 rows past
+    each element's positions: elements side by side in one GEMM leave r - 1 unused
+    columns between them."""
+    cdef int64_t ci = (unit % plan.input_in_blocks) * plan.input_in_block
+    cdef int64_t rest = unit / plan.input_in_blocks
+    cdef int64_t g = rest / plan.input_cut.chunks
+    cdef int64_t in_count = _min(plan.input_in_block, plan.c_in_g - ci)
+    cdef int64_t s = p.stride, q = plan.c_out_g * s, r = plan.input_taps
+    cdef int64_t out_length = output_length(p)
+    cdef int64_t n0, samples, first, count, span, columns, i, c, j, lda, ld_out
+    cdef scalar_t* g_rows = workspace
+    cdef scalar_t* out
+    cdef scalar_t* dst
+    cdef const scalar_t* a
+    _chunk_columns(&plan.input_cut, rest % plan.input_cut.chunks, p.batch, p.in_length,
+                   &n0, &samples, &first, &count)
+    span = count + r - 1
+    for i in range(samples):
+        _grad_output_by_position(
+            grad_output + ((n0 + i) * p.out_channels + g * plan.c_out_g) * out_length,
+            plan.c_out_g, out_length, p, first, span, g_rows + i * span * q)
+    columns = samples * span - (r - 1)
+    dst = grad_input + (n0 * p.in_channels + g * plan.c_in_g + ci) * p.in_length + first
+    out, ld_out = dst, p.in_length
+    if samples > 1:
+        out, ld_out = g_rows + samples * span * q, columns
+    for j in range(r):
+        if w_taps != NULL:
+            a, lda = w_taps + (j * p.in_channels + g * plan.c_in_g + ci) * q, q
+        else:  # one output channel
+            a, lda = w + (g * plan.c_in_g + ci) * plan.rows + j * s, plan.rows
+        _gemm(False, True, <int>in_count, <int>columns, <int>q, a, <int>lda,
+              g_rows + j * q, <int>q, out, <int>ld_out, <scalar_t*>NULL, j > 0)
+    if samples > 1:
+        for i in range(samples):
+            for c in range(in_count):
+                for j in range(count):
+                    dst[(i * p.in_channels + c) * p.in_length + j] = out[c * columns
+                                                                          + i * span + j]
 
 
 cdef void _grad_input_unit(const convt_blas_params* p, const BackwardPlan* plan, int64_t unit,
@@ -326,11 +439,13 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
     grad_output, x: C-contiguous (N, C_out, L_out) and (N, C_in, L_in); w:
     C-contiguous (C_in, C_out/g, K), conjugated by the caller for complex;
     grad_input, grad_weight: C-contiguous, fully overwritten. The workspace
-    holds grad_weight's split sums (weight_shared_elements, if it is computed),
-    then ``n_threads`` (clamped) workers' largest worker_elements.
+    holds grad_weight's split sums (weight_shared_elements, if it is computed), the
+    weight by tap (input_shared_elements, if grad_input is), then ``n_threads``
+    (clamped) workers' largest worker_elements.
     """
     cdef int64_t unit, per_worker, workers, shared, needed, row, j, split
     cdef scalar_t* split_sums = workspace
+    cdef scalar_t* w_taps = NULL
     cdef scalar_t* sums
     cdef scalar_t* dst
     needed = _backward_workspace(plan, grad_input != NULL, grad_weight != NULL, n_threads,
@@ -340,7 +455,19 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
     if workspace_len < needed:
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
     workspace = workspace + shared
-    if grad_input != NULL and plan.input_units:
+    if grad_input != NULL and plan.input_units and plan.input_taps:
+        if plan.input_shared_elements:
+            w_taps = split_sums + (plan.weight_shared_elements if grad_weight != NULL else 0)
+            _lay_out_weight_taps(p, plan, w, w_taps)
+        if workers > 1:
+            for unit in prange(plan.input_units, num_threads=<int>workers, schedule='guided'):
+                _grad_input_phases(p, plan, unit, grad_output, w, w_taps, grad_input,
+                                   workspace + threadid() * per_worker)
+        else:
+            for unit in range(plan.input_units):
+                _grad_input_phases(p, plan, unit, grad_output, w, w_taps, grad_input,
+                                   workspace)
+    elif grad_input != NULL and plan.input_units:
         if workers > 1:
             for unit in prange(plan.input_units, num_threads=<int>workers, schedule='guided'):
                 _grad_input_unit(p, plan, unit, grad_output, w, grad_input,
@@ -378,7 +505,8 @@ cdef inline int64_t _backward_workspace(const BackwardPlan* plan, bint want_inpu
                                         int64_t* per_worker, int64_t* workers) noexcept nogil:
     """The workspace elements _run_backward needs (-1: more than an int64_t counts):
     grad_weight's split sums (``shared``), then ``workers`` workers' ``per_worker``."""
-    shared[0] = plan.weight_shared_elements if want_weight else 0
+    shared[0] = ((plan.weight_shared_elements if want_weight else 0)
+                 + (plan.input_shared_elements if want_input else 0))
     per_worker[0] = _max(plan.input_worker_elements if want_input else 0,
                          plan.weight_worker_elements if want_weight else 0)
     workers[0] = _max(1, _min(<int64_t>_thread_count(n_threads),

@@ -51,8 +51,10 @@ BLAS_SMALL_MATRIX_KERNELS = _blas_has_small_matrix_kernels()
 
 cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
                        const scalar_t* a, int lda, const scalar_t* b, int ldb,
-                       scalar_t* c, int ldc, scalar_t* scratch) noexcept nogil:
-    """C = op(A) @ op(B) for row-major A, B, C: the only call into BLAS.
+                       scalar_t* c, int ldc, scalar_t* scratch,
+                       bint accumulate=False) noexcept nogil:
+    """C = op(A) @ op(B) (C += op(A) @ op(B) if ``accumulate``) for row-major A, B,
+    C: the only call into BLAS.
 
     Column-major BLAS sees a row-major matrix as its transpose, so it is
     asked for C^T = op(B)^T @ op(A)^T: operands swapped, m and n swapped.
@@ -62,7 +64,7 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
     cdef char blas_ta = b'T' if trans_b else b'N'
     cdef char blas_tb = b'T' if trans_a else b'N'
     cdef scalar_t one = 1
-    cdef scalar_t zero = 0
+    cdef scalar_t beta = 1 if accumulate else 0
     cdef int inc_a, inc_c = 1, row, i
     cdef const scalar_t* a_row
     if m <= GEMV_MAX_ROWS and not trans_b:
@@ -81,29 +83,29 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
                 inc_a = 1
             if scalar_t is float:
                 sgemv(&blas_ta, &n, &k, &one, <float*>b, &ldb, <float*>a_row, &inc_a,
-                      &zero, c + row * ldc, &inc_c)
+                      &beta, c + row * ldc, &inc_c)
             elif scalar_t is double:
                 dgemv(&blas_ta, &n, &k, &one, <double*>b, &ldb, <double*>a_row, &inc_a,
-                      &zero, c + row * ldc, &inc_c)
+                      &beta, c + row * ldc, &inc_c)
             elif scalar_t is cython.floatcomplex:
                 cgemv(&blas_ta, &n, &k, &one, <float complex*>b, &ldb, <float complex*>a_row,
-                      &inc_a, &zero, c + row * ldc, &inc_c)
+                      &inc_a, &beta, c + row * ldc, &inc_c)
             else:
                 zgemv(&blas_ta, &n, &k, &one, <double complex*>b, &ldb, <double complex*>a_row,
-                      &inc_a, &zero, c + row * ldc, &inc_c)
+                      &inc_a, &beta, c + row * ldc, &inc_c)
         return
     if scalar_t is float:
         sgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <float*>b, &ldb,
-              <float*>a, &lda, &zero, c, &ldc)
+              <float*>a, &lda, &beta, c, &ldc)
     elif scalar_t is double:
         dgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <double*>b, &ldb,
-              <double*>a, &lda, &zero, c, &ldc)
+              <double*>a, &lda, &beta, c, &ldc)
     elif scalar_t is cython.floatcomplex:
         cgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <float complex*>b, &ldb,
-              <float complex*>a, &lda, &zero, c, &ldc)
+              <float complex*>a, &lda, &beta, c, &ldc)
     else:
         zgemm(&blas_ta, &blas_tb, &n, &m, &k, &one, <double complex*>b, &ldb,
-              <double complex*>a, &lda, &zero, c, &ldc)
+              <double complex*>a, &lda, &beta, c, &ldc)
 
 
 cdef inline bint _blocked_either_way(int64_t m, int64_t n, int64_t k) noexcept nogil:

@@ -157,6 +157,54 @@ def test_large_layers_cut_into_tiles_and_blocks():
                 assert_close(a, e, np.float64)
 
 
+@pytest.fixture
+def phases_everywhere():
+    """grad_input by phases wherever K is a multiple of the stride (dilation 1)."""
+    previous = kernels._set_backward_phases(1, 0)
+    yield
+    kernels._set_backward_phases(*previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_grad_input_by_phases_against_the_reference(dtype, phases_everywhere):
+    """Taps of one stride each, with padding past a stride, output_padding, groups, one
+    output channel (the weight read in place), short inputs side by side in one GEMM
+    and long ones in tiles."""
+    rng = np.random.default_rng(6)
+    taken = 0
+    cases = [(2, 4, 9, 3, 6, 2, 5, 1, 2), (3, 6, 5, 1, 8, 4, 3, 2, 3), (1, 3, 7, 2, 3, 3, 0, 0, 1),
+             (2, 2, 11, 4, 3, 1, 2, 0, 1), (4, 4, 3, 2, 12, 4, 9, 3, 2),
+             (1, 16, 2000, 8, 4, 2, 1, 1, 1), (2, 8, 700, 1, 6, 3, 2, 0, 4)]
+    for n, c_in, length, c_out_g, k, stride, padding, output_padding, groups in cases:
+        taken += kernels._backward_plan_info(
+            (n, c_in, length, c_out_g * groups, k, stride, padding, output_padding, 1,
+             groups))["input_taps"] == k // stride
+        x = random_array(rng, (n, c_in, length), dtype)
+        w = random_array(rng, (c_in, c_out_g, k), dtype)
+        l_out = convt_blas.output_length(length, k, stride, padding, output_padding)
+        go = random_array(rng, (n, c_out_g * groups, l_out), dtype)
+        params = (stride, padding, output_padding, groups, 1)
+        got = convt_blas.conv_transpose1d_backward(go, x, w, *params)
+        assert_gradients(got, backward_reference(go, x, w, *params), dtype)
+    assert taken == len(cases)
+
+
+def test_grad_input_by_phases_is_the_im2col_one(phases_everywhere):
+    """The same gradients either way, within rounding, on random layers."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        go, x, w, params = random_case(rng, np.float64, min_batch=1)
+        by_phases = convt_blas.conv_transpose1d_backward(go, x, w, *params,
+                                                         output_mask=(True, False, False))[0]
+        kernels._set_backward_phases(1 << 40, 0)
+        try:
+            by_im2col = convt_blas.conv_transpose1d_backward(
+                go, x, w, *params, output_mask=(True, False, False))[0]
+        finally:
+            kernels._set_backward_phases(1, 0)
+        assert_close(by_phases, by_im2col, np.float64)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
 def test_bitwise_equal_across_thread_counts(dtype):
     if not convt_blas.openmp_enabled():

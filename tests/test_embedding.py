@@ -388,6 +388,7 @@ def test_docs_show_the_examples_tested_here():
 BACKWARD_CASES = CASES + [
     (2, 6, 9, 4, 3, 2, 1, 1, 2, 3),
     (2, 4, 300, 3, 5, 3, 0, 2, 1, 2),
+    (2, 8, 40, 16, 8, 2, 3, 1, 1, 2),  # grad_input by phases, the weight laid out by tap
 ]
 
 
@@ -458,12 +459,15 @@ def test_c_api_backward_empty_batch(built, rng):
 
 
 def test_c_api_backward_sizes_and_threads(built, rng):
-    """The workspace length: grad_weight's shared split sums, then backward_sizes'
-    per-worker elements times the clamped workers."""
+    """The workspace length: both gradients' shared elements (grad_weight's split sums,
+    grad_input's weight by tap), then backward_sizes' per-worker elements times the
+    clamped workers."""
     h = built.harness
     for case in BACKWARD_CASES:
         params = _problem(rng, case, np.float64)[3].kernel_params
-        in_units, in_elements, w_units, w_elements, shared = kernels.backward_sizes(params)
+        (in_units, in_elements, in_shared, w_units, w_elements,
+         w_shared) = kernels.backward_sizes(params)
+        shared = in_shared + w_shared
         per_worker, units = max(in_elements, w_elements), max(in_units, w_units)
         for n_threads, workers in [(1, 1), (2, 2), (0, 1), (-1, 1), (2 ** 31 - 1, 256)]:
             assert (h.sizes("backward_workspace_length", params, n_threads)

@@ -51,6 +51,7 @@ ctypedef struct BackwardPlan:
     int64_t weight_units
     int64_t weight_worker_elements  # im2col buffer, one partial product, merged input
     int64_t weight_shared_elements  # the sums of splits past the first, added in order after
+    bint depthwise                  # one input and one output channel a group: direct loops
 
 
 # A worker's buffers stay near BACKWARD_WORKSPACE elements (4 MiB of float32):
@@ -218,6 +219,16 @@ cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noe
         plan.weight_splits = _ceil_div(plan.weight_cut.chunks,
                                        _ceil_div(plan.weight_cut.chunks, plan.weight_splits))
     plan.weight_units = p.groups * plan.in_blocks * plan.out_blocks * plan.weight_splits
+    # Depthwise: a channel's K taps by direct loops, a channel a unit (a GEMM of one row
+    # per group cost more in calls than in arithmetic: 512 channels, K = 6, 32 positions,
+    # batch 16: 3.1 ms, against 2.9 for torch).
+    plan.depthwise = plan.c_in_g == 1 and plan.c_out_g == 1
+    if plan.depthwise:
+        plan.input_units = plan.weight_units = p.in_channels
+        plan.weight_splits = 1
+        plan.input_taps = plan.input_shared_elements = plan.weight_shared_elements = 0
+        plan.input_worker_elements = plan.weight_worker_elements = 0
+        return CONVT_BLAS_OK
     plan.weight_shared_elements = (plan.weight_splits - 1) * p.in_channels * plan.rows
     plan.weight_worker_elements = (
         plan.out_block * K * (plan.weight_cut.columns + plan.in_block)
@@ -429,6 +440,42 @@ cdef void _grad_weight_unit(const convt_blas_params* p, const BackwardPlan* plan
                     row[j] = row[j] + partial[i * block_rows + j]
 
 
+cdef void _depthwise_channel(const convt_blas_params* p, int64_t c,
+                             const scalar_t* grad_output, const scalar_t* x, const scalar_t* w,
+                             scalar_t* grad_input, scalar_t* grad_weight) noexcept nogil:
+    """Both gradients of depthwise channel ``c``: grad_input's positions sum their taps
+    in order of k, grad_weight's taps the batch's products in order (n, then l)."""
+    cdef int64_t K = p.kernel_size, s = p.stride, L = p.in_length
+    cdef int64_t out_length = output_length(p), n, k, l, lo, hi, offset
+    cdef const scalar_t* gy
+    cdef const scalar_t* x_row
+    cdef scalar_t* gx
+    cdef scalar_t tap, total
+    for k in range(K):
+        offset = k * p.dilation - p.padding
+        # The positions l whose output l*stride + offset lies in [0, out_length).
+        lo = _min(L, _max(0, _ceil_div(-offset, s)))
+        hi = _max(lo, _min(L, _floor_div(out_length - 1 - offset, s) + 1))
+        if grad_input != NULL:
+            tap = w[c * K + k]
+            for n in range(p.batch):
+                gy = grad_output + (n * p.out_channels + c) * out_length + offset
+                gx = grad_input + (n * p.in_channels + c) * L
+                if k == 0:
+                    for l in range(L):
+                        gx[l] = 0
+                for l in range(lo, hi):
+                    gx[l] = gx[l] + tap * gy[l * s]
+        if grad_weight != NULL:
+            total = 0
+            for n in range(p.batch):
+                gy = grad_output + (n * p.out_channels + c) * out_length + offset
+                x_row = x + (n * p.in_channels + c) * L
+                for l in range(lo, hi):
+                    total = total + x_row[l] * gy[l * s]
+            grad_weight[c * K + k] = total
+
+
 cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
                        const scalar_t* grad_output, const scalar_t* x, const scalar_t* w,
                        scalar_t* grad_input, scalar_t* grad_weight,
@@ -455,6 +502,14 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
     if workspace_len < needed:
         return CONVT_BLAS_ERR_WORKSPACE_TOO_SMALL
     workspace = workspace + shared
+    if plan.depthwise:
+        if workers > 1:
+            for unit in prange(p.in_channels, num_threads=<int>workers, schedule='static'):
+                _depthwise_channel(p, unit, grad_output, x, w, grad_input, grad_weight)
+        else:
+            for unit in range(p.in_channels):
+                _depthwise_channel(p, unit, grad_output, x, w, grad_input, grad_weight)
+        return CONVT_BLAS_OK
     if grad_input != NULL and plan.input_units and plan.input_taps:
         if plan.input_shared_elements:
             w_taps = split_sums + (plan.weight_shared_elements if grad_weight != NULL else 0)

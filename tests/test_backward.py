@@ -189,6 +189,26 @@ def test_grad_input_by_phases_against_the_reference(dtype, phases_everywhere):
     assert taken == len(cases)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_depthwise_by_direct_loops(dtype):
+    """One input and one output channel a group: direct loops over the taps, with
+    dilation, padding past the taps, output_padding and an empty batch."""
+    rng = np.random.default_rng(9)
+    for n, channels, length, k, stride, padding, output_padding, dilation in [
+            (3, 5, 17, 6, 3, 2, 1, 1), (1, 4, 9, 3, 1, 5, 0, 2), (2, 7, 1, 4, 2, 0, 1, 1),
+            (0, 3, 6, 2, 2, 1, 0, 3)]:
+        assert kernels._backward_plan_info((max(n, 1), channels, length, channels, k, stride,
+                                            padding, output_padding, dilation,
+                                            channels))["depthwise"]
+        x = random_array(rng, (n, channels, length), dtype)
+        w = random_array(rng, (channels, 1, k), dtype)
+        l_out = convt_blas.output_length(length, k, stride, padding, output_padding, dilation)
+        go = random_array(rng, (n, channels, l_out), dtype)
+        params = (stride, padding, output_padding, channels, dilation)
+        got = convt_blas.conv_transpose1d_backward(go, x, w, *params)
+        assert_gradients(got, backward_reference(go, x, w, *params), dtype)
+
+
 def test_grad_input_by_phases_is_the_im2col_one(phases_everywhere):
     """The same gradients either way, within rounding, on random layers."""
     rng = np.random.default_rng(7)
@@ -213,7 +233,8 @@ def test_bitwise_equal_across_thread_counts(dtype):
     layers = [(4, 256, 128, 16, 8, 4, 1, 120), (3, 64, 64, 7, 1, 3, 4, 900),
               (2, 128, 64, 4, 2, 1, 1, 333),
               (1, 64, 32, 4, 2, 1, 1, 3000),  # grad_weight summed in splits
-              (1, 512, 256, 16, 8, 4, 1, 8)]  # grad_input by blocks of input channels
+              (1, 512, 256, 16, 8, 4, 1, 8),  # grad_input by blocks of input channels
+              (5, 64, 1, 6, 3, 2, 64, 40)]  # depthwise
     try:
         for n, c_in, c_out_g, k, stride, padding, groups, length in layers:
             x = random_array(rng, (n, c_in, length), dtype)

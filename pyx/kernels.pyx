@@ -83,6 +83,7 @@ include "gemm_path.pxi"
 include "depthwise.pxi"
 include "winograd_forms.pxi"
 include "winograd.pxi"
+include "backward_plan.pxi"
 include "backward.pxi"
 
 

@@ -169,10 +169,11 @@ cdef int _make_backward_plan(const convt_blas_params* p, BackwardPlan* plan) noe
                                   ) * plan.input_cut.columns
     plan.input_taps = 0
     plan.input_shared_elements = 0
-    if phases:
+    # G's rows: each element's positions and the r - 1 after them (a size that
+    # overflows leaves the layer to the im2col, whose buffer was checked above).
+    span = plan.input_cut.samples * (plan.input_cut.tile + K / p.stride - 1)
+    if phases and not _mul_overflows(plan.c_out_g * p.stride + plan.input_in_block, span):
         plan.input_taps = K / p.stride
-        # G's rows: each element's positions and the r - 1 after them.
-        span = plan.input_cut.samples * (plan.input_cut.tile + plan.input_taps - 1)
         plan.input_worker_elements = (plan.c_out_g * p.stride + (
             plan.input_in_block if plan.input_cut.samples > 1 else 0)) * span
         if plan.c_out_g > 1:  # else tap j is w's columns j*stride to (j+1)*stride

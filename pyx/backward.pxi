@@ -23,6 +23,28 @@
 # Wirtinger (torch's): the caller passes conj(W) and conj(X).
 
 
+cdef inline void _positions_inside(int64_t offset, int64_t stride, int64_t count,
+                                   int64_t out_length, int64_t* lo, int64_t* hi) noexcept nogil:
+    """[lo, hi): the positions j < ``count`` whose output j*stride + offset lies in
+    [0, out_length)."""
+    lo[0] = _min(count, _max(0, _ceil_div(-offset, stride)))
+    hi[0] = _max(lo[0], _min(count, _floor_div(out_length - 1 - offset, stride) + 1))
+
+
+cdef inline void _scatter_merged(const convt_blas_params* p, const scalar_t* merged,
+                                 int64_t columns, int64_t element_step, int64_t samples,
+                                 int64_t in_count, int64_t count,
+                                 scalar_t* dst) noexcept nogil:
+    """grad_input rows from a GEMM of several elements side by side: element i's
+    ``count`` positions start at column i * element_step of ``merged``'s rows."""
+    cdef int64_t i, c, j
+    for i in range(samples):
+        for c in range(in_count):
+            for j in range(count):
+                dst[(i * p.in_channels + c) * p.in_length + j] = merged[
+                    c * columns + i * element_step + j]
+
+
 cdef inline void _im2col_grad_output(const scalar_t* grad_rows, int64_t channels,
                                      int64_t out_length, const convt_blas_params* p,
                                      int64_t first, int64_t count, scalar_t* cols,
@@ -37,9 +59,7 @@ cdef inline void _im2col_grad_output(const scalar_t* grad_rows, int64_t channels
             src = grad_rows + c * out_length
             dst = cols + (c * p.kernel_size + k) * ld
             offset = k * p.dilation - p.padding + first * s
-            # The columns whose position j*s + offset lies in [0, out_length).
-            lo = _min(count, _max(0, _ceil_div(-offset, s)))
-            hi = _max(lo, _min(count, _floor_div(out_length - 1 - offset, s) + 1))
+            _positions_inside(offset, s, count, out_length, &lo, &hi)
             for j in range(lo):
                 dst[j] = 0
             if s == 1:
@@ -109,7 +129,7 @@ cdef void _grad_input_phases(const convt_blas_params* p, const BackwardPlan* pla
     cdef int64_t in_count = _min(plan.input_in_block, plan.c_in_g - ci)
     cdef int64_t s = p.stride, q = plan.c_out_g * s, r = plan.input_taps
     cdef int64_t out_length = output_length(p)
-    cdef int64_t n0, samples, first, count, span, columns, i, c, j, lda, ld_out
+    cdef int64_t n0, samples, first, count, span, columns, i, j, lda, ld_out
     cdef scalar_t* g_rows = workspace
     cdef scalar_t* out
     cdef scalar_t* dst
@@ -134,23 +154,19 @@ cdef void _grad_input_phases(const convt_blas_params* p, const BackwardPlan* pla
         _gemm(False, True, <int>in_count, <int>columns, <int>q, a, <int>lda,
               g_rows + j * q, <int>q, out, <int>ld_out, <scalar_t*>NULL, j > 0)
     if samples > 1:
-        for i in range(samples):
-            for c in range(in_count):
-                for j in range(count):
-                    dst[(i * p.in_channels + c) * p.in_length + j] = out[c * columns
-                                                                          + i * span + j]
+        _scatter_merged(p, out, columns, span, samples, in_count, count, dst)
 
 
-cdef void _grad_input_unit(const convt_blas_params* p, const BackwardPlan* plan, int64_t unit,
-                           const scalar_t* grad_output, const scalar_t* w,
-                           scalar_t* grad_input, scalar_t* workspace) noexcept nogil:
+cdef void _grad_input_im2col(const convt_blas_params* p, const BackwardPlan* plan,
+                             int64_t unit, const scalar_t* grad_output, const scalar_t* w,
+                             scalar_t* grad_input, scalar_t* workspace) noexcept nogil:
     """grad_input[chunk's elements, g, block] = W_g[block] @ im2col(grad_output[chunk's
     elements, g])."""
     cdef int64_t ci = (unit % plan.input_in_blocks) * plan.input_in_block
     cdef int64_t rest = unit / plan.input_in_blocks
     cdef int64_t g = rest / plan.input_cut.chunks
     cdef int64_t in_count = _min(plan.input_in_block, plan.c_in_g - ci)
-    cdef int64_t n0, samples, first, count, columns, i, c, j
+    cdef int64_t n0, samples, first, count, columns
     cdef scalar_t* cols = workspace
     cdef scalar_t* merged = workspace + plan.rows * plan.input_cut.columns
     cdef scalar_t* dst
@@ -167,10 +183,18 @@ cdef void _grad_input_unit(const convt_blas_params* p, const BackwardPlan* plan,
     # Several elements in one GEMM: its rows hold each element's positions in turn.
     _gemm(False, False, <int>in_count, <int>columns, <int>plan.rows, w_block,
           <int>plan.rows, cols, <int>columns, merged, <int>columns, <scalar_t*>NULL)
-    for i in range(samples):
-        for c in range(in_count):
-            for j in range(count):
-                dst[(i * p.in_channels + c) * p.in_length + j] = merged[c * columns + i * count + j]
+    _scatter_merged(p, merged, columns, count, samples, in_count, count, dst)
+
+
+cdef inline void _grad_input_unit(const convt_blas_params* p, const BackwardPlan* plan,
+                                  int64_t unit, const scalar_t* grad_output, const scalar_t* w,
+                                  const scalar_t* w_taps, scalar_t* grad_input,
+                                  scalar_t* workspace) noexcept nogil:
+    """One unit of grad_input, by phases or by the im2col as the plan says."""
+    if plan.input_taps:
+        _grad_input_phases(p, plan, unit, grad_output, w, w_taps, grad_input, workspace)
+    else:
+        _grad_input_im2col(p, plan, unit, grad_output, w, grad_input, workspace)
 
 
 cdef void _grad_weight_unit(const convt_blas_params* p, const BackwardPlan* plan, int64_t unit,
@@ -240,9 +264,7 @@ cdef void _depthwise_channel(const convt_blas_params* p, int64_t c,
     cdef scalar_t tap, total
     for k in range(K):
         offset = k * p.dilation - p.padding
-        # The positions l whose output l*stride + offset lies in [0, out_length).
-        lo = _min(L, _max(0, _ceil_div(-offset, s)))
-        hi = _max(lo, _min(L, _floor_div(out_length - 1 - offset, s) + 1))
+        _positions_inside(offset, s, L, out_length, &lo, &hi)
         if grad_input != NULL:
             tap = w[c * K + k]
             for n in range(p.batch):
@@ -297,26 +319,17 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
             for unit in range(p.in_channels):
                 _depthwise_channel(p, unit, grad_output, x, w, grad_input, grad_weight)
         return CONVT_BLAS_OK
-    if grad_input != NULL and plan.input_units and plan.input_taps:
+    if grad_input != NULL and plan.input_units:
         if plan.input_shared_elements:
             w_taps = split_sums + (plan.weight_shared_elements if grad_weight != NULL else 0)
             _lay_out_weight_taps(p, plan, w, w_taps)
         if workers > 1:
             for unit in prange(plan.input_units, num_threads=<int>workers, schedule='guided'):
-                _grad_input_phases(p, plan, unit, grad_output, w, w_taps, grad_input,
-                                   workspace + threadid() * per_worker)
-        else:
-            for unit in range(plan.input_units):
-                _grad_input_phases(p, plan, unit, grad_output, w, w_taps, grad_input,
-                                   workspace)
-    elif grad_input != NULL and plan.input_units:
-        if workers > 1:
-            for unit in prange(plan.input_units, num_threads=<int>workers, schedule='guided'):
-                _grad_input_unit(p, plan, unit, grad_output, w, grad_input,
+                _grad_input_unit(p, plan, unit, grad_output, w, w_taps, grad_input,
                                  workspace + threadid() * per_worker)
         else:
             for unit in range(plan.input_units):
-                _grad_input_unit(p, plan, unit, grad_output, w, grad_input, workspace)
+                _grad_input_unit(p, plan, unit, grad_output, w, w_taps, grad_input, workspace)
     if grad_weight != NULL:
         if p.batch == 0:
             for unit in range(p.in_channels * plan.rows):

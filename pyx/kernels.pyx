@@ -27,6 +27,7 @@ cimport cython
 from libc.stdint cimport int64_t, INT64_MAX
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport malloc, free
+from libc.string cimport memset
 from cython.parallel cimport prange, threadid
 from scipy.linalg.cython_blas cimport sgemm, dgemm, cgemm, zgemm, sgemv, dgemv, cgemv, zgemv
 

@@ -165,11 +165,7 @@ def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, o
         w_c = _compute_copy(w, compute, conjugate=complex_) if mask[0] else None
         x_c = _compute_copy(x3, compute, conjugate=complex_) if mask[1] else None
         shape = spec.kernel_params
-        (in_units, in_elements, in_shared, weight_units, weight_elements,
-         weight_shared) = kernels.backward_sizes(shape)
-        units = max(in_units if mask[0] else 0, weight_units if mask[1] else 0)
-        per_worker = max(in_elements if mask[0] else 0, weight_elements if mask[1] else 0)
-        shared = (in_shared if mask[0] else 0) + (weight_shared if mask[1] else 0)
+        units, shared, per_worker = kernels.backward_needs(shape, mask[0], mask[1])
         flops = 2 * spec.batch * l_in * c_in * spec.kernel_size * (
             spec.out_channels // spec.groups) * (mask[0] + mask[1])
         workers = _threads.plan_threads(units, flops)

@@ -350,6 +350,17 @@ def backward_sizes(tuple shape):
             plan.weight_units, plan.weight_worker_elements, plan.weight_shared_elements)
 
 
+def backward_needs(tuple shape, bint want_input, bint want_weight):
+    """(units, workspace elements shared by the workers, each worker's elements) of a
+    backward call on ``shape`` that computes the gradients wanted."""
+    cdef convt_blas_params p
+    cdef BackwardPlan plan
+    cdef int64_t shared, per_worker, units
+    _backward_plan_or_raise(shape, &p, &plan)
+    units = _backward_units(&plan, want_input, want_weight, &shared, &per_worker)
+    return units, shared, per_worker
+
+
 def _set_backward_workspace(int64_t elements):
     """Set a worker's backward buffers' target, in elements; returns the previous one.
     For tests and benchmarks (see BACKWARD_WORKSPACE)."""

@@ -355,18 +355,28 @@ cdef int _run_backward(const convt_blas_params* p, const BackwardPlan* plan,
 
 # The C API's backward (entries.pxi): plain operands in, torch's gradients out.
 
-cdef inline int64_t _backward_workspace(const BackwardPlan* plan, bint want_input,
-                                        bint want_weight, int n_threads, int64_t* shared,
-                                        int64_t* per_worker, int64_t* workers) noexcept nogil:
-    """The workspace elements _run_backward needs (-1: more than an int64_t counts):
-    grad_weight's split sums (``shared``), then ``workers`` workers' ``per_worker``."""
+cdef inline int64_t _backward_units(const BackwardPlan* plan, bint want_input,
+                                    bint want_weight, int64_t* shared,
+                                    int64_t* per_worker) noexcept nogil:
+    """The units of a call computing the gradients wanted, the workspace elements the
+    workers share (grad_weight's split sums, grad_input's weight by tap) and each
+    worker's elements."""
     shared[0] = ((plan.weight_shared_elements if want_weight else 0)
                  + (plan.input_shared_elements if want_input else 0))
     per_worker[0] = _max(plan.input_worker_elements if want_input else 0,
                          plan.weight_worker_elements if want_weight else 0)
+    return _max(plan.input_units if want_input else 0,
+                plan.weight_units if want_weight else 0)
+
+
+cdef inline int64_t _backward_workspace(const BackwardPlan* plan, bint want_input,
+                                        bint want_weight, int n_threads, int64_t* shared,
+                                        int64_t* per_worker, int64_t* workers) noexcept nogil:
+    """The workspace elements _run_backward needs (-1: more than an int64_t counts):
+    the shared elements, then ``workers`` workers' ``per_worker`` (_backward_units)."""
     workers[0] = _max(1, _min(<int64_t>_thread_count(n_threads),
-                              _max(plan.input_units if want_input else 0,
-                                   plan.weight_units if want_weight else 0)))
+                              _backward_units(plan, want_input, want_weight, shared,
+                                              per_worker)))
     if (_mul_overflows(per_worker[0], workers[0])
             or per_worker[0] * workers[0] > INT64_MAX - shared[0]):
         return -1
